@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages elmo_oscp needs to build, test and run its
+# demo, when they are missing.  Idempotent; asks apt only when something is.
+set -euo pipefail
+
+PACKAGES=(
+  make gcc curl ca-certificates openssl faketime
+  postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
+  libtap-parser-sourcehandler-pgtap-perl      # pg_prove
+  libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
+)
+[ "${1:-}" = "--bench" ] && PACKAGES+=(wrk nginx-light postgresql-contrib)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "== installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# policy-rc.d keeps the packages from starting their own services (Debian's
+# postgresql and nginx would otherwise start a server of their own).
+had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+[ $had_policy = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+[ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d

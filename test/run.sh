@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# make test: install what is missing, build, install, then run every suite
+# against a throw-away cluster and the bundled ELMO simulator:
+#   1. pg_regress   sql/*.sql against expected/*.out (REGRESS below)
+#   2. pgTAP        test/pgtap/*.sql through pg_prove
+#   3. end to end   test/e2e/*.t (bash, TAP) through prove: restarts, crashes,
+#                   a second cluster, the simulator in both directions
+# Exits non-zero on any failure; the cluster and simulator are stopped whatever happens.
+set -uo pipefail
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+cd "$TOP"
+. test/lib.sh
+
+REGRESS=(install guc_defaults)
+
+bash test/deps.sh || exit 1
+echo "== build and install"
+make -s >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/elmo_oscp_test.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK"
+export SIM_LOG=$WORK/sim.log
+cleanup() {
+  sim_stop
+  cluster_stop immediate
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+HTTP_PORT=$(free_port 18780)
+SIM_PORT=$(free_port $((HTTP_PORT + 1)))
+export ELMO_HTTP_PORT=$HTTP_PORT ELMO_SIM_PORT=$SIM_PORT ELMO_TEST_WORK=$WORK
+
+cluster_init "$WORK/pg" elmo_test "$HTTP_PORT" \
+  "elmo_oscp.public_url = 'http://127.0.0.1:$HTTP_PORT/oscp/fp/2.0'" \
+  "elmo_test.sim_port = '$SIM_PORT'" \
+  "elmo_test.work = '$WORK'" || exit 1
+cluster_start || exit 1
+as_pg "$PGBIN/createdb" -h "$PGHOST" -p "$PGPORT" -U postgres elmo_test || exit 1
+wait_listener 30 || exit 1
+sim_start "$SIM_PORT" --allow-local-urls --no-schedule --handshake-delay-ms 200 || exit 1
+
+declare -A RESULT
+fail=0
+
+echo "== pg_regress"
+rm -rf results regression.diffs regression.out
+if "$(dirname "$(pg_config --pgxs)")/../test/regress/pg_regress" \
+     --inputdir=. --bindir="$PGBIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+     --dbname=elmo_test --use-existing "${REGRESS[@]}"; then
+  RESULT[pg_regress]=ok
+else
+  RESULT[pg_regress]=FAILED; fail=1
+  [ -f regression.diffs ] && head -n 80 regression.diffs
+fi
+
+echo "== pgTAP"
+if ls test/pgtap/*.sql >/dev/null 2>&1 && \
+   pg_prove --ext .sql -h "$PGHOST" -p "$PGPORT" -U postgres -d elmo_test test/pgtap/*.sql; then
+  RESULT[pgtap]=ok
+else
+  RESULT[pgtap]=FAILED; fail=1
+fi
+
+echo "== end to end"
+if ls test/e2e/*.t >/dev/null 2>&1 && prove -e bash test/e2e/*.t; then
+  RESULT[e2e]=ok
+else
+  RESULT[e2e]=FAILED; fail=1
+fi
+
+echo
+echo "== summary"
+for k in pg_regress pgtap e2e; do printf '  %-12s %s\n' "$k" "${RESULT[$k]:-not run}"; done
+if [ $fail -ne 0 ]; then
+  echo "server log tail ($WORK/pg/server.log):"; tail -n 40 "$WORK/pg/server.log"
+  exit 1
+fi
+echo "all suites passed"
