@@ -16,6 +16,8 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -55,6 +57,7 @@ ElmoShared *elmo_shared = NULL;
 static bool loaded_by_preload = false;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 static bool
 check_path_prefix(char **newval, void **extra, GucSource source)
@@ -225,6 +228,7 @@ elmo_shmem_startup(void)
 	{
 		memset(elmo_shared, 0, sizeof(ElmoShared));
 		SpinLockInit(&elmo_shared->mutex);
+		elmo_shared->database_ok = true;	/* optimistic: at most one FATAL */
 		pg_atomic_init_u64(&elmo_shared->generation, 1);
 		for (int i = 0; i < 6; i++)
 			pg_atomic_init_u64(&elmo_shared->requests[i], 0);
@@ -254,6 +258,73 @@ register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/*
+ * DROP DATABASE of the database the worker serves must not fail because the
+ * worker is connected to it: tell the worker to stay out (it then waits for
+ * the database to exist again, without connecting) and wait until it left.
+ */
+static void
+stop_worker_for_drop(void)
+{
+	pid_t		pid;
+
+	SpinLockAcquire(&elmo_shared->mutex);
+	elmo_shared->database_ok = false;
+	pid = elmo_shared->worker_pid;
+	SpinLockRelease(&elmo_shared->mutex);
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 1000; i++)	/* 10 s at most */
+	{
+		SpinLockAcquire(&elmo_shared->mutex);
+		pid = elmo_shared->worker_pid;
+		SpinLockRelease(&elmo_shared->mutex);
+		if (pid == 0)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(10000);
+	}
+}
+
+static void
+elmo_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					 ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	volatile bool dropping = false;
+
+	if (elmo_shared != NULL && IsA(stmt, DropdbStmt) &&
+		strcmp(((DropdbStmt *) stmt)->dbname, elmo_database) == 0)
+	{
+		dropping = true;
+		stop_worker_for_drop();
+	}
+
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+								 queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		/* the drop failed: the database is still there, let the worker back in */
+		if (dropping)
+		{
+			SpinLockAcquire(&elmo_shared->mutex);
+			elmo_shared->database_ok = true;
+			SpinLockRelease(&elmo_shared->mutex);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 void
 _PG_init(void)
 {
@@ -274,6 +345,9 @@ _PG_init(void)
 	shmem_request_hook = elmo_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = elmo_shmem_startup;
+
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = elmo_process_utility;
 
 	register_worker();
 }

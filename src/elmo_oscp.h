@@ -56,6 +56,7 @@ typedef struct ElmoShared
 	bool		listening;
 	bool		tls;
 	bool		extension_ready;	/* the worker found the extension */
+	bool		database_ok;	/* elmo_oscp.database was seen to exist */
 	int			bound_port;
 	char		bound_address[64];
 	char		last_error[ELMO_ERRLEN];

@@ -16,6 +16,7 @@
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(elmo_wake);
+PG_FUNCTION_INFO_V1(elmo_kick);
 PG_FUNCTION_INFO_V1(elmo_random_token);
 PG_FUNCTION_INFO_V1(elmo_request_id);
 PG_FUNCTION_INFO_V1(elmo_worker_info);
@@ -73,6 +74,21 @@ elmo_wake(PG_FUNCTION_ARGS)
 				 errhint("Connect to database \"%s\", or set elmo_oscp.database and restart the server.",
 						 elmo_database)));
 
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		callback_registered = true;
+	}
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/* Wake the worker at commit, no questions asked (the end of CREATE EXTENSION). */
+Datum
+elmo_kick(PG_FUNCTION_ARGS)
+{
+	if (elmo_shared == NULL)
+		PG_RETURN_VOID();
 	if (!callback_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);

@@ -13,6 +13,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -37,6 +38,7 @@ static int	curl_fd = -1;
 static bool extension_ready = false;
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_extension_check = 0;
+static uint64 generation_seen = 0;	/* a kick from CREATE EXTENSION moves it */
 
 static void
 worker_detach_shmem(int code, Datum arg)
@@ -215,6 +217,54 @@ reload_config(void)
 	next_housekeeping = 0;
 }
 
+/*
+ * Connecting to a database that does not exist is FATAL, and the postmaster
+ * would restart us every second, each time with an error.  So until the
+ * database has been seen, connect to none, look it up in pg_database every
+ * few seconds, and restart into it once it is there.  A DROP DATABASE of it
+ * clears the flag (see elmo_oscp.c) and we are back here.
+ */
+static void
+wait_for_database(void)
+{
+	bool		logged = false;
+
+	SpinLockAcquire(&elmo_shared->mutex);
+	if (elmo_shared->database_ok)
+	{
+		SpinLockRelease(&elmo_shared->mutex);
+		return;
+	}
+	SpinLockRelease(&elmo_shared->mutex);
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	for (;;)
+	{
+		bool		exists;
+
+		CHECK_FOR_INTERRUPTS();
+		StartTransactionCommand();
+		exists = OidIsValid(get_database_oid(elmo_database, true));
+		CommitTransactionCommand();
+		if (exists)
+		{
+			SpinLockAcquire(&elmo_shared->mutex);
+			elmo_shared->database_ok = true;
+			SpinLockRelease(&elmo_shared->mutex);
+			/* exit code 1: the postmaster starts us again, now connecting to it */
+			proc_exit(1);
+		}
+		if (!logged)
+			ereport(LOG,
+					(errmsg("elmo_oscp: database \"%s\" does not exist yet; waiting for it", elmo_database),
+					 errhint("Create it, or set elmo_oscp.database and restart the server.")));
+		logged = true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 2000,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 void
 elmo_worker_main(Datum arg)
 {
@@ -231,7 +281,15 @@ elmo_worker_main(Datum arg)
 	SpinLockRelease(&elmo_shared->mutex);
 	on_shmem_exit(worker_detach_shmem, (Datum) 0);
 
+	wait_for_database();
+	/* if this connection is FATAL (no such database), the next start waits quietly */
+	SpinLockAcquire(&elmo_shared->mutex);
+	elmo_shared->database_ok = false;
+	SpinLockRelease(&elmo_shared->mutex);
 	BackgroundWorkerInitializeConnection(elmo_database, NULL, 0);
+	SpinLockAcquire(&elmo_shared->mutex);
+	elmo_shared->database_ok = true;
+	SpinLockRelease(&elmo_shared->mutex);
 	SetConfigOption("application_name", ELMO_WORKER_NAME, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(ELMO_WORKER_NAME);
 	/* The worker's own SQL must never be cut short by a DBA's default. */
@@ -266,8 +324,11 @@ elmo_worker_main(Datum arg)
 			}
 		}
 
-		if (!extension_ready && GetCurrentTimestamp() >= next_extension_check)
+		if (!extension_ready &&
+			(GetCurrentTimestamp() >= next_extension_check ||
+			 pg_atomic_read_u64(&elmo_shared->generation) != generation_seen))
 		{
+			generation_seen = pg_atomic_read_u64(&elmo_shared->generation);
 			extension_ready = check_extension();
 			SpinLockAcquire(&elmo_shared->mutex);
 			elmo_shared->extension_ready = extension_ready;

@@ -217,3 +217,8 @@ CREATE TABLE elmo_usage_last (
 -- The CSMS's own machinery may read the tables it works with.
 GRANT SELECT ON capacity_forecast, capacity_forecast_block TO PUBLIC;
 GRANT SELECT ON elmo_group_settings TO PUBLIC;
+
+-- Wakes the worker when the transaction that created the extension commits,
+-- so it starts serving at once instead of at its next poll.
+CREATE FUNCTION _elmo_kick() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_kick';
