@@ -1,0 +1,19 @@
+-- Every elmo_oscp setting, its default and when it can change.  (The
+-- listener's address and port, public_url and database are set by the test
+-- harness, so their values are not shown.)
+SELECT name,
+       CASE WHEN name IN ('elmo_oscp.port', 'elmo_oscp.public_url', 'elmo_oscp.database',
+                          'elmo_oscp.listen_addresses') THEN '(set by the harness)'
+            ELSE boot_val END AS default_value,
+       unit, context
+  FROM pg_settings
+ WHERE name LIKE 'elmo\_oscp.%'
+ ORDER BY name;
+
+-- sighup settings refuse bad values with a clear message
+SET elmo_oscp.enforce_deadlines = off;   -- superuser-settable, for tests
+SHOW elmo_oscp.enforce_deadlines;
+RESET elmo_oscp.enforce_deadlines;
+SET elmo_oscp.path_prefix = 'no-slash';
+SET elmo_oscp.adjust_deadline = '25:00';
+SET elmo_oscp.unknown_setting = 1;

@@ -1,0 +1,20 @@
+# test/e2e/tap.sh — a few TAP helpers for the bash end-to-end tests.
+# Sourced by test/e2e/*.t; run by `prove -e bash test/e2e/*.t` from test/run.sh,
+# which exports PGHOST/PGPORT/PGDATABASE, ELMO_HTTP_PORT, ELMO_SIM_PORT, ELMO_TEST_WORK.
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+. "$TOP/test/lib.sh"
+_tap_n=0
+_tap_failed=0
+plan() { echo "1..$1"; }
+ok() {   # ok CONDITION-EXIT-CODE DESCRIPTION
+  _tap_n=$((_tap_n + 1))
+  if [ "$1" -eq 0 ]; then echo "ok $_tap_n - $2"; else echo "not ok $_tap_n - $2"; _tap_failed=1; fi
+}
+is() {   # is GOT EXPECTED DESCRIPTION
+  _tap_n=$((_tap_n + 1))
+  if [ "$1" = "$2" ]; then echo "ok $_tap_n - $3"
+  else echo "not ok $_tap_n - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; _tap_failed=1; fi
+}
+diag() { echo "# $*"; }
+sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+http_status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
