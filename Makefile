@@ -18,6 +18,7 @@ OBJS = \
 	src/routes.o \
 	src/inbound.o \
 	src/sender.o \
+	src/outbox_wait.o \
 	src/sql_functions.o
 
 # The install script is assembled from readable pieces, in file-name order.

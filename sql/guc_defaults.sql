@@ -10,10 +10,16 @@ SELECT name,
  WHERE name LIKE 'elmo\_oscp.%'
  ORDER BY name;
 
--- sighup settings refuse bad values with a clear message
-SET elmo_oscp.enforce_deadlines = off;   -- superuser-settable, for tests
+-- enforce_deadlines is superuser-settable per session (for tests)
+SET elmo_oscp.enforce_deadlines = off;
 SHOW elmo_oscp.enforce_deadlines;
 RESET elmo_oscp.enforce_deadlines;
-SET elmo_oscp.path_prefix = 'no-slash';
-SET elmo_oscp.adjust_deadline = '25:00';
+-- the others change in postgresql.conf (or ALTER SYSTEM) and a reload;
+-- bad values are refused with a clear message
+SET elmo_oscp.path_prefix = '/other';
+ALTER SYSTEM SET elmo_oscp.path_prefix = 'no-slash';
+ALTER SYSTEM SET elmo_oscp.path_prefix = '/trailing/';
+ALTER SYSTEM SET elmo_oscp.adjust_deadline = '25:00';
+ALTER SYSTEM SET elmo_oscp.timezone = 'Mars/Olympus_Mons';
+ALTER SYSTEM SET elmo_oscp.apply_timeout = '20s';
 SET elmo_oscp.unknown_setting = 1;

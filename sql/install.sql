@@ -1,7 +1,9 @@
 -- The extension installs, its names work unqualified with the default
 -- search_path, machinery tables are closed to PUBLIC, and DROP EXTENSION
 -- removes everything.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS elmo_oscp;
+RESET client_min_messages;
 SELECT extname, extversion, extrelocatable FROM pg_extension WHERE extname = 'elmo_oscp';
 SHOW search_path;
 

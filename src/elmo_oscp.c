@@ -18,6 +18,7 @@
 #include "storage/shmem.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "pgtime.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -75,8 +76,8 @@ check_path_prefix(char **newval, void **extra, GucSource source)
 static bool
 check_timezone(char **newval, void **extra, GucSource source)
 {
-	/* The zone is used in SQL (AT TIME ZONE); only refuse the obviously empty. */
-	if ((*newval)[0] == '\0')
+	/* The zone is used in SQL (AT TIME ZONE): refuse what PostgreSQL does not know. */
+	if ((*newval)[0] == '\0' || pg_tzset(*newval) == NULL)
 	{
 		GUC_check_errdetail("elmo_oscp.timezone must name a time zone, for example \"Asia/Taipei\".");
 		return false;

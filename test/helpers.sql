@@ -15,6 +15,7 @@ CREATE OR REPLACE FUNCTION test.q(s text) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$ SELECT '''' || replace(s, '''', '''\''''') || '''' $$;
 
 -- test.http(method, url, body, headers) → (status, response): curl over loopback.
+-- A body starting with '@' names a file (curl's --data-binary @file).
 CREATE OR REPLACE FUNCTION test.http(method text, url text, body text DEFAULT NULL,
                                      headers text[] DEFAULT '{}',
                                      OUT status int, OUT response text)
@@ -33,7 +34,8 @@ BEGIN
     CREATE TEMP TABLE IF NOT EXISTS _http_out (n serial, line text);
     TRUNCATE _http_out;
     EXECUTE format('COPY _http_out (line) FROM PROGRAM %L WITH (FORMAT csv, DELIMITER E''\x01'', QUOTE E''\x02'')', cmd);
-    SELECT line::int INTO status FROM _http_out ORDER BY n DESC LIMIT 1;
+    -- (the cast outside: a target list is computed before ORDER BY/LIMIT)
+    status := (SELECT line FROM _http_out ORDER BY n DESC LIMIT 1)::int;
     SELECT coalesce(string_agg(coalesce(line, ''), E'\n' ORDER BY n), '') INTO response
       FROM _http_out WHERE n < (SELECT max(n) FROM _http_out);
 END $$;
@@ -69,6 +71,7 @@ DECLARE
     ok boolean;
 BEGIN
     LOOP
+        PERFORM pg_stat_clear_snapshot();   -- pg_stat_activity is cached per transaction
         EXECUTE 'SELECT (' || cond || ')::boolean' INTO ok;
         IF ok THEN RETURN true; END IF;
         IF clock_timestamp() > deadline THEN RETURN false; END IF;
