@@ -133,6 +133,7 @@ extern void http_set_error(HttpRequest *req, int status, const char *message);
 extern bool route_request(HttpRequest *req, const char *url, const char *method);
 extern bool route_check_body(HttpRequest *req);
 extern void routes_reload_tokens(void);
+extern bool routes_previous_token_live(void);
 
 /* ---- inbound.c: receipt, apply, group commit, answers ---- */
 extern void inbound_park(HttpRequest *req);

@@ -286,6 +286,13 @@ run_batch(Receipt *rc, int n)
 
 	if (ok)
 	{
+		bool		retired = false;
+
+		/* ELMO used our current token: the apply retired the previous one */
+		for (int i = 0; i < n && routes_previous_token_live(); i++)
+			retired |= (rc[i].message_id != 0 && rc[i].req->used_current_token);
+		if (retired)
+			elmo_wake_worker();
 		pg_atomic_fetch_add_u64(&elmo_shared->received, stored);
 		if (deferred)
 			next_retry_at = 0;

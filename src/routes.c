@@ -184,6 +184,13 @@ route_request(HttpRequest *req, const char *url, const char *method)
 	return true;
 }
 
+/* Still accepting the previous token?  (Applying a message retires it.) */
+bool
+routes_previous_token_live(void)
+{
+	return token_previous != NULL;
+}
+
 /* Once the body is in: its content type. */
 bool
 route_check_body(HttpRequest *req)

@@ -379,6 +379,9 @@ elmo_worker_main(Datum arg)
 				inbound_retry_applies();
 		}
 
+		/* table statistics: without them autovacuum never visits our tables */
+		pgstat_report_stat(false);
+
 		/* how long may we sleep? */
 		if (http_fd >= 0)
 			timeout = min_timeout(timeout, http_server_timeout_ms());

@@ -13,6 +13,9 @@
 ALTER TABLE elmo_received_message
     ADD COLUMN used_current_token boolean NOT NULL DEFAULT false;
 
+-- Retention finds old raw messages by receipt time; BRIN: next to nothing per insert.
+CREATE INDEX elmo_received_message_received_at ON elmo_received_message USING brin (received_at);
+
 -- The span of a forecast's blocks (earliest start, latest end), so the capacity
 -- rules only look at forecasts that can cover an instant.  Filled by
 -- _elmo_apply; a row inserted by other means may leave them NULL (= unknown
@@ -25,6 +28,13 @@ CREATE INDEX capacity_forecast_group_span
 
 -- ---------------------------------------------------------------- receipt
 
+-- RFC 3339 date-time with an offset or Z (the shape; the cast checks the
+-- values).  LIKE, not a regular expression: this runs for every timestamp.
+CREATE FUNCTION _elmo_is_rfc3339(ts text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ts LIKE '____-__-_____:__:__%' AND substr(ts, 11, 1) IN ('T', 't', ' ')
+           AND (ts LIKE '%Z' OR ts LIKE '%z' OR ts LIKE '%+__:__' OR ts LIKE '%-__:__') $$;
+
 -- The data exception a text raises when cast to timestamptz, or NULL.
 CREATE FUNCTION _elmo_timestamp_error(ts text) RETURNS text
     LANGUAGE plpgsql STABLE AS $$
@@ -35,6 +45,64 @@ EXCEPTION WHEN data_exception THEN
     RETURN SQLERRM;
 END $$;
 
+-- What is wrong with a forecast's blocks (slow path, only for a bad request):
+-- the first bad block by index, else the first overlap in time order.
+CREATE FUNCTION _elmo_blocks_error(blocks jsonb, OUT field text, OUT problem text)
+    LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    x text[];
+    v_i int;
+    v_p int;
+BEGIN
+    SELECT ARRAY['forecasted_blocks[' || (t.o - 1) || ']' || c.x[1], c.x[2]] INTO x
+      FROM jsonb_array_elements(blocks) WITH ORDINALITY AS t(v, o),
+           LATERAL (SELECT CASE
+               WHEN jsonb_typeof(t.v) <> 'object' THEN '{"", "must be an object"}'::text[]
+               WHEN NOT t.v ? 'capacity' THEN '{.capacity, "is required"}'
+               WHEN jsonb_typeof(t.v->'capacity') <> 'number' THEN '{.capacity, "must be a finite number >= 0"}'
+               WHEN (t.v->'capacity')::numeric < 0 THEN '{.capacity, "must be a finite number >= 0"}'
+               WHEN NOT t.v ? 'phase' THEN '{.phase, "is required"}'
+               WHEN jsonb_typeof(t.v->'phase') <> 'string'
+                    OR t.v->>'phase' NOT IN ('UNKNOWN', 'ONE', 'TWO', 'THREE', 'ALL')
+                    THEN '{.phase, "must be one of UNKNOWN, ONE, TWO, THREE, ALL"}'
+               WHEN NOT t.v ? 'unit' THEN '{.unit, "is required"}'
+               WHEN jsonb_typeof(t.v->'unit') <> 'string' OR t.v->>'unit' NOT IN ('A', 'W', 'KW', 'WH', 'KWH')
+                    THEN '{.unit, "must be one of A, W, KW, WH, KWH"}'
+               WHEN NOT t.v ? 'start_time' THEN '{.start_time, "is required"}'
+               WHEN jsonb_typeof(t.v->'start_time') <> 'string' OR NOT _elmo_is_rfc3339(t.v->>'start_time')
+                    THEN '{.start_time, "must be an RFC 3339 timestamp with an offset or Z, e.g. 2026-11-26T00:00:00.000+08:00"}'
+               WHEN _elmo_timestamp_error(t.v->>'start_time') IS NOT NULL
+                    THEN ARRAY['.start_time', 'is not a valid timestamp: ' || _elmo_timestamp_error(t.v->>'start_time')]
+               WHEN NOT t.v ? 'end_time' THEN '{.end_time, "is required"}'
+               WHEN jsonb_typeof(t.v->'end_time') <> 'string' OR NOT _elmo_is_rfc3339(t.v->>'end_time')
+                    THEN '{.end_time, "must be an RFC 3339 timestamp with an offset or Z, e.g. 2026-11-26T01:00:00.000+08:00"}'
+               WHEN _elmo_timestamp_error(t.v->>'end_time') IS NOT NULL
+                    THEN ARRAY['.end_time', 'is not a valid timestamp: ' || _elmo_timestamp_error(t.v->>'end_time')]
+               WHEN (t.v->>'end_time')::timestamptz <= (t.v->>'start_time')::timestamptz
+                    THEN '{.end_time, "must be later than start_time"}'
+               END) AS c(x)
+     WHERE c.x IS NOT NULL
+     ORDER BY t.o
+     LIMIT 1;
+    IF x IS NOT NULL THEN
+        field := x[1]; problem := x[2];
+        RETURN;
+    END IF;
+    SELECT w.i, w.pi INTO v_i, v_p
+      FROM (SELECT t.o - 1 AS i, (t.v->>'start_time')::timestamptz AS s,
+                   lag((t.v->>'end_time')::timestamptz) OVER o AS pe, lag(t.o - 1) OVER o AS pi
+              FROM jsonb_array_elements(blocks) WITH ORDINALITY AS t(v, o)
+            WINDOW o AS (ORDER BY (t.v->>'start_time')::timestamptz, t.o)) w
+     WHERE w.s < w.pe
+     ORDER BY w.s, w.i
+     LIMIT 1;
+    IF v_i IS NOT NULL THEN
+        field := format('forecasted_blocks[%s]', v_i);
+        problem := format('overlaps forecasted_blocks[%s]', v_p);
+    END IF;
+END
+$fn$;
+
 -- Validates one message and stores it as received ('received'), classified.
 -- 204 + id: stored; 204 + NULL: duplicate X-Request-ID, nothing stored;
 -- 400 + {"message": ..., "field": ...}: invalid, nothing stored.
@@ -42,6 +110,7 @@ CREATE FUNCTION _elmo_receive(message text, method text, request_id text, correl
                               raw_body text, used_current_token boolean)
     RETURNS TABLE(status int, error text, message_id bigint)
     LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
 DECLARE
     v_msg    text := $1;
     v_method text := upper(coalesce($2, 'POST'));
@@ -50,6 +119,7 @@ DECLARE
     ef       text;              -- the field in error ('' = the whole body)
     em       text;              -- what is wrong with it
     rb       jsonb;
+    blk      jsonb;
     pfx      text;
     v_bad    int;
     v_group  text;
@@ -63,8 +133,9 @@ DECLARE
     v_last   timestamptz;
     v_hourly boolean;
     v_contig boolean;
-    v_ov     int;
-    v_ovp    int;
+    v_wrong  boolean := false;
+    v_detail text;
+    v_tz     text;
 BEGIN
     IF $3 IS NULL THEN
         RAISE EXCEPTION 'elmo_oscp: _elmo_receive needs a request_id'
@@ -111,59 +182,37 @@ BEGIN
             ELSIF jsonb_typeof(b->'forecasted_blocks') <> 'array'
                   OR jsonb_array_length(b->'forecasted_blocks') = 0 THEN
                 ef := 'forecasted_blocks'; em := 'must be a non-empty array';
+            ELSIF jsonb_array_length(b->'forecasted_blocks') = 1 THEN
+                -- one block (every emergency): plain expressions, no query.  Any
+                -- error raised here also sends us to _elmo_blocks_error.
+                blk := b->'forecasted_blocks'->0;
+                v_n := 1;
+                v_first := CASE WHEN _elmo_is_rfc3339(blk->>'start_time') THEN (blk->>'start_time')::timestamptz END;
+                v_last := CASE WHEN _elmo_is_rfc3339(blk->>'end_time') THEN (blk->>'end_time')::timestamptz END;
+                v_wrong := v_first IS NULL OR v_last IS NULL OR v_last <= v_first
+                           OR jsonb_typeof(blk->'capacity') IS DISTINCT FROM 'number'
+                           OR (blk->'capacity')::numeric < 0
+                           OR coalesce(blk->>'phase', '') NOT IN ('UNKNOWN', 'ONE', 'TWO', 'THREE', 'ALL')
+                           OR coalesce(blk->>'unit', '') NOT IN ('A', 'W', 'KW', 'WH', 'KWH');
             ELSE
-                -- every block in one pass: first error by index, first overlap in
-                -- time order, and the shape the classification needs
-                WITH p AS (
-                    SELECT (t.o - 1)::int AS i, t.v, jsonb_typeof(t.v) = 'object' AS isobj,
-                           t.v->>'start_time' AS st, t.v->>'end_time' AS et
-                      FROM jsonb_array_elements(b->'forecasted_blocks') WITH ORDINALITY AS t(v, o)
-                ), q AS (
-                    SELECT p.i, p.v, p.isobj,
-                           CASE WHEN p.isobj AND p.st ~ '^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$'
-                                THEN p.st::timestamptz END AS s,
-                           CASE WHEN p.isobj AND p.et ~ '^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$'
-                                THEN p.et::timestamptz END AS e
-                      FROM p
-                ), r AS (
-                    SELECT q.i, q.s, q.e,
-                           CASE
-                           WHEN NOT q.isobj THEN '{"", "must be an object"}'::text[]
-                           WHEN NOT q.v ? 'capacity' THEN '{.capacity, "is required"}'
-                           WHEN jsonb_typeof(q.v->'capacity') <> 'number' THEN '{.capacity, "must be a finite number >= 0"}'
-                           WHEN (q.v->'capacity')::numeric < 0 THEN '{.capacity, "must be a finite number >= 0"}'
-                           WHEN NOT q.v ? 'phase' THEN '{.phase, "is required"}'
-                           WHEN jsonb_typeof(q.v->'phase') <> 'string'
-                                OR q.v->>'phase' NOT IN ('UNKNOWN', 'ONE', 'TWO', 'THREE', 'ALL')
-                                THEN '{.phase, "must be one of UNKNOWN, ONE, TWO, THREE, ALL"}'
-                           WHEN NOT q.v ? 'unit' THEN '{.unit, "is required"}'
-                           WHEN jsonb_typeof(q.v->'unit') <> 'string'
-                                OR q.v->>'unit' NOT IN ('A', 'W', 'KW', 'WH', 'KWH')
-                                THEN '{.unit, "must be one of A, W, KW, WH, KWH"}'
-                           WHEN NOT q.v ? 'start_time' THEN '{.start_time, "is required"}'
-                           WHEN q.s IS NULL THEN '{.start_time, "must be an RFC 3339 timestamp with an offset or Z, e.g. 2026-11-26T00:00:00.000+08:00"}'
-                           WHEN NOT q.v ? 'end_time' THEN '{.end_time, "is required"}'
-                           WHEN q.e IS NULL THEN '{.end_time, "must be an RFC 3339 timestamp with an offset or Z, e.g. 2026-11-26T01:00:00.000+08:00"}'
-                           WHEN q.e <= q.s THEN '{.end_time, "must be later than start_time"}'
-                           END AS err
-                      FROM q
-                ), w AS (
-                    SELECT r.*, lag(r.e) OVER o AS pe, lag(r.i) OVER o AS pi
-                      FROM r WINDOW o AS (ORDER BY r.s, r.i)
-                )
-                SELECT (array_agg('forecasted_blocks[' || w.i || ']' || w.err[1] ORDER BY w.i)
-                            FILTER (WHERE w.err IS NOT NULL))[1],
-                       (array_agg(w.err[2] ORDER BY w.i) FILTER (WHERE w.err IS NOT NULL))[1],
-                       (array_agg(w.i ORDER BY w.s, w.i) FILTER (WHERE w.s < w.pe))[1],
-                       (array_agg(w.pi ORDER BY w.s, w.i) FILTER (WHERE w.s < w.pe))[1],
-                       count(*), min(w.s), max(w.e),
-                       bool_and(w.e - w.s = interval '1 hour'), bool_and(w.pe IS NULL OR w.s = w.pe)
-                  INTO ef, em, v_ov, v_ovp, v_n, v_first, v_last, v_hourly, v_contig
-                  FROM w;
-                IF ef IS NULL AND v_ov IS NOT NULL THEN
-                    ef := format('forecasted_blocks[%s]', v_ov);
-                    em := format('overlaps forecasted_blocks[%s]', v_ovp);
-                END IF;
+                -- fast path, one pass: is anything wrong (then _elmo_blocks_error
+                -- says what), any overlap, and the shape the classification needs
+                SELECT count(*), min(z.s), max(z.e), bool_and(z.e - z.s = interval '1 hour'),
+                       bool_and(z.pe IS NULL OR z.s = z.pe), bool_or(z.bad) OR bool_or(z.s < z.pe)
+                  INTO v_n, v_first, v_last, v_hourly, v_contig, v_wrong
+                  FROM (SELECT y.s, y.e, lag(y.e) OVER (ORDER BY y.s) AS pe,
+                               CASE WHEN y.s IS NULL OR y.e IS NULL OR y.c IS NULL
+                                         OR y.phase IS NULL OR y.unit IS NULL
+                                         OR jsonb_typeof(y.c) <> 'number' THEN true
+                                    ELSE y.c::numeric < 0 OR y.e <= y.s
+                                         OR y.phase NOT IN ('UNKNOWN', 'ONE', 'TWO', 'THREE', 'ALL')
+                                         OR y.unit NOT IN ('A', 'W', 'KW', 'WH', 'KWH') END AS bad
+                          FROM (SELECT x.capacity AS c, x.phase, x.unit,
+                                       CASE WHEN _elmo_is_rfc3339(x.start_time) THEN x.start_time::timestamptz END AS s,
+                                       CASE WHEN _elmo_is_rfc3339(x.end_time) THEN x.end_time::timestamptz END AS e
+                                  FROM jsonb_to_recordset(b->'forecasted_blocks')
+                                       AS x(capacity jsonb, phase text, unit text, start_time text, end_time text)
+                                OFFSET 0) y) z;     -- OFFSET 0: lag() must not parse the times again
             END IF;
 
         ELSIF v_msg = 'register' THEN
@@ -226,8 +275,7 @@ BEGIN
         ELSIF v_msg = 'heartbeat' THEN
             IF NOT b ? 'offline_mode_at' THEN
                 ef := 'offline_mode_at'; em := 'is required';
-            ELSIF jsonb_typeof(b->'offline_mode_at') <> 'string' OR b->>'offline_mode_at' !~
-                    '^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$' THEN
+            ELSIF jsonb_typeof(b->'offline_mode_at') <> 'string' OR NOT _elmo_is_rfc3339(b->>'offline_mode_at') THEN
                 ef := 'offline_mode_at';
                 em := 'must be an RFC 3339 timestamp with an offset or Z, e.g. 2026-11-26T00:00:00.000+08:00';
             ELSE
@@ -236,28 +284,21 @@ BEGIN
         END IF;
     EXCEPTION WHEN data_exception THEN
         IF stage = 'parse' THEN
-            ef := NULL;
-            em := 'malformed JSON: ' || SQLERRM;
+            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+            em := 'malformed JSON: ' || SQLERRM || coalesce(' (' || nullif(v_detail, '') || ')', '');
+        ELSIF v_msg = 'heartbeat' THEN
+            ef := 'offline_mode_at';
+            em := 'is not a valid timestamp: ' || SQLERRM;
         ELSE
-            -- slow path: a timestamp of the right form that is no instant (2026-02-30...)
-            ef := NULL; em := NULL;
-            IF v_msg = 'heartbeat' THEN
-                ef := 'offline_mode_at';
-                em := 'is not a valid timestamp: ' || _elmo_timestamp_error(b->>'offline_mode_at');
-            ELSIF v_msg = 'update_group_capacity_forecast' THEN
-                SELECT format('forecasted_blocks[%s].%s', t.o - 1, k.f),
-                       'is not a valid timestamp: ' || _elmo_timestamp_error(t.v->>k.f)
-                  INTO ef, em
-                  FROM jsonb_array_elements(b->'forecasted_blocks') WITH ORDINALITY AS t(v, o),
-                       (VALUES (1, 'start_time'), (2, 'end_time')) AS k(n, f)
-                 WHERE jsonb_typeof(t.v) = 'object' AND _elmo_timestamp_error(t.v->>k.f) IS NOT NULL
-                 ORDER BY t.o, k.n LIMIT 1;
-            END IF;
-            IF em IS NULL THEN
-                em := 'invalid body: ' || SQLERRM;
-            END IF;
+            v_wrong := true;                    -- e.g. a block that is no object
+            v_detail := SQLERRM;
         END IF;
     END;
+
+    IF v_wrong THEN                             -- slow path: say what is wrong
+        SELECT x.field, x.problem INTO ef, em FROM _elmo_blocks_error(b->'forecasted_blocks') x;
+        em := coalesce(em, 'invalid body: ' || v_detail);
+    END IF;
 
     IF em IS NOT NULL THEN
         RETURN QUERY SELECT 400, (CASE WHEN coalesce(ef, '') = ''
@@ -270,10 +311,12 @@ BEGIN
     -- classification, decided once here (decisions §4)
     IF v_msg = 'update_group_capacity_forecast' THEN
         v_group := b->>'group_id';
-        v_day := _elmo_local_day(v_first);
+        v_tz := _elmo_tz();         -- _elmo_local_day/_elmo_day_start, inlined
+        v_day := (v_first AT TIME ZONE v_tz)::date;
         IF v_n = 24 AND v_hourly AND v_contig
-           AND v_first = _elmo_day_start(v_day) AND v_last = _elmo_day_start(v_day + 1)
-           AND v_day > _elmo_local_day(now()) THEN
+           AND v_first = (v_day::timestamp AT TIME ZONE v_tz)
+           AND v_last = ((v_day + 1)::timestamp AT TIME ZONE v_tz)
+           AND v_day > (now() AT TIME ZONE v_tz)::date THEN
             SELECT a.id INTO v_adj
               FROM elmo_adjust_request a
              WHERE a.group_id = v_group AND a.day = v_day AND a.state = 'pending';
@@ -288,10 +331,12 @@ BEGIN
             group_id, kind, forecast_day, adjust_request_id, used_current_token)
     VALUES (v_msg, v_method, $3, $4, coalesce($5, ''), b,
             v_group, v_kind, v_day, v_adj, coalesce($6, false))
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (request_id) DO NOTHING
     RETURNING r.id INTO v_id;
 
-    RETURN QUERY SELECT 204, NULL::text, v_id;
+    status := 204;
+    message_id := v_id;
+    RETURN NEXT;
 END
 $fn$;
 
@@ -355,10 +400,11 @@ BEGIN
         WITH blk AS (
             INSERT INTO capacity_forecast_block
                    (forecast_id, block_no, start_time, end_time, capacity, unit, phase)
-            SELECT v_fid, row_number() OVER (ORDER BY x.s, x.o), x.s, x.e, x.c, x.u, x.p
-              FROM (SELECT t.o, (t.v->>'start_time')::timestamptz AS s, (t.v->>'end_time')::timestamptz AS e,
-                           (t.v->'capacity')::numeric AS c, t.v->>'unit' AS u, t.v->>'phase' AS p
-                      FROM jsonb_array_elements(m.body->'forecasted_blocks') WITH ORDINALITY AS t(v, o)) x
+            SELECT v_fid, x.n, x.start_time, x.end_time, x.capacity, x.unit, x.phase
+              FROM ROWS FROM (jsonb_to_recordset(m.body->'forecasted_blocks')      -- offsets checked
+                              AS (capacity numeric, unit text, phase text, start_time timestamptz,
+                                  end_time timestamptz))
+                   WITH ORDINALITY AS x(capacity, unit, phase, start_time, end_time, n)
             RETURNING capacity_forecast_block.start_time AS s, capacity_forecast_block.end_time AS e
         )
         INSERT INTO capacity_forecast
@@ -377,16 +423,25 @@ BEGIN
                           json_build_object('id', v_fid, 'group_id', m.group_id, 'kind', m.kind,
                                             'forecast_day', m.forecast_day)::text);
 
-        -- last heard: once per batch (same received_at), never waiting for a
-        -- session that holds the registration row
-        UPDATE elmo_registration g
-           SET last_heard_at = m.received_at,
-               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
-         WHERE g.id = (SELECT g2.id FROM elmo_registration g2
-                        WHERE g2.id = 1
-                          AND (g2.last_heard_at IS NULL OR g2.last_heard_at < m.received_at
-                               OR m.used_current_token AND g2.previous_token IS NOT NULL)
-                          FOR UPDATE SKIP LOCKED);
+        -- Last heard (and the previous token retired): never waiting for a
+        -- session that holds the registration row, and once per batch (its
+        -- messages share received_at).  A transaction-local setting remembers
+        -- what was done: '<received_at>' = last heard, '<received_at>+' = and
+        -- the previous token retired (undone with a failed subtransaction).
+        v_state := current_setting('elmo_oscp_inbound.heard', true);
+        IF v_state IS DISTINCT FROM m.received_at::text || '+'
+           AND (v_state IS DISTINCT FROM m.received_at::text OR m.used_current_token) THEN
+            UPDATE elmo_registration g
+               SET last_heard_at = m.received_at,
+                   previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
+             WHERE g.id = (SELECT g2.id FROM elmo_registration g2
+                            WHERE g2.id = 1
+                              AND (g2.last_heard_at IS NULL OR g2.last_heard_at < m.received_at
+                                   OR m.used_current_token AND g2.previous_token IS NOT NULL)
+                              FOR UPDATE SKIP LOCKED);
+            PERFORM set_config('elmo_oscp_inbound.heard',
+                               m.received_at::text || CASE WHEN m.used_current_token THEN '+' ELSE '' END, true);
+        END IF;
         RETURN;
     END IF;
 
@@ -518,25 +573,16 @@ CREATE FUNCTION _elmo_health() RETURNS jsonb
                  FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')) $$;
 
 -- Purges applied/discarded raw messages older than elmo_oscp.retention (0 or
--- less: keep them).  Works oldest first in batches.  Forecasts are kept.
+-- less: keep them).  Forecasts are kept.
 CREATE FUNCTION _elmo_retention_inbound() RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_keep interval := coalesce(nullif(current_setting('elmo_oscp.retention', true), ''), '7d')::interval;
-    v_n    bigint;
 BEGIN
-    IF v_keep <= interval '0' THEN
-        RETURN;
-    END IF;
-    FOR i IN 1 .. 50 LOOP
+    IF v_keep > interval '0' THEN
         DELETE FROM elmo_received_message m
-         USING (SELECT o.id FROM elmo_received_message o
-                 WHERE o.state IN ('applied', 'discarded')
-                 ORDER BY o.id LIMIT 10000) old
-         WHERE m.id = old.id AND m.received_at < now() - v_keep;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
-        EXIT WHEN v_n < 10000;
-    END LOOP;
+         WHERE m.received_at < now() - v_keep AND m.state IN ('applied', 'discarded');
+    END IF;
 END
 $fn$;
 
@@ -545,12 +591,15 @@ $fn$;
 -- What gives the capacity at an instant: the lowest of the plan (the covering
 -- block of the most recently received day_ahead/additional_reply among those
 -- covering it), every covering emergency block, the contract capacity.  Ties:
--- emergency, then plan, then contract.  No row when nothing is known.
+-- emergency, then plan, then contract.  All NULL when nothing is known.
 -- Capacities are compared as sent (ELMO always sends KW).
 CREATE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
         OUT capacity numeric, OUT unit text, OUT kind text, OUT forecast_id bigint)
-    LANGUAGE sql STABLE AS $$
-    SELECT c.capacity, c.unit, c.kind, c.forecast_id FROM (
+    LANGUAGE plpgsql STABLE
+    SET plan_cache_mode = force_generic_plan    -- planning would cost 5x the lookup
+    AS $fn$
+BEGIN
+    SELECT c.capacity, c.unit, c.kind, c.forecast_id INTO capacity, unit, kind, forecast_id FROM (
         (SELECT b.capacity, b.unit, f.kind, f.id AS forecast_id, 2 AS prio, f.received_at
            FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
           WHERE f.group_id = $1 AND f.kind IN ('day_ahead', 'additional_reply')
@@ -572,11 +621,13 @@ CREATE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
          WHERE s.group_id = $1 AND s.contract_capacity_kw IS NOT NULL
     ) c
     ORDER BY c.capacity, c.prio, c.received_at DESC NULLS LAST, c.forecast_id DESC
-    LIMIT 1 $$;
+    LIMIT 1;
+END
+$fn$;
 
 -- The capacity in force for a group at an instant (NULL: nothing known).
 CREATE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
-    LANGUAGE sql STABLE AS $$ SELECT r.capacity FROM _elmo_capacity_resolve($1, $2) r $$;
+    LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
 
 -- The resolved schedule of a local day: contiguous, non-overlapping segments,
 -- equal neighbours merged, unknown stretches left out.
@@ -602,7 +653,7 @@ CREATE FUNCTION elmo_capacity_schedule(group_id text, day date)
     ), res AS (
         SELECT seg.s, seg.e, r.capacity AS c, r.unit AS u, r.kind AS k, r.forecast_id AS fid
           FROM seg CROSS JOIN LATERAL _elmo_capacity_resolve($1, seg.s) r
-         WHERE seg.e IS NOT NULL
+         WHERE seg.e IS NOT NULL AND r.capacity IS NOT NULL
     ), brk AS (
         SELECT res.*,
                CASE WHEN lag(res.e) OVER w = res.s AND lag(res.c) OVER w = res.c

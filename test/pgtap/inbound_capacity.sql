@@ -1,0 +1,143 @@
+-- Capacity in force (decisions §5): elmo_capacity_at, elmo_capacity_schedule,
+-- elmo_capacity_now, from ELMO's real forecasts received and applied.
+\ir ../helpers.sql
+BEGIN;
+-- Real ELMO request bodies (spec/real-elmo-wire/), dates and group ids as placeholders:
+-- @D0@ = the capture's day of receipt (2026-11-25), @D1@ the next day, ...; @G1@/@G2@ the two stations.
+CREATE TEMP TABLE cap (name text PRIMARY KEY, body text NOT NULL);
+INSERT INTO cap VALUES
+    ('day_ahead', -- 24a-elmo-day-ahead-update_group_capacity_forecast
+     $b${"group_id":"@G1@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T00:00:00.000+08:00","end_time":"@D1@T01:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T01:00:00.000+08:00","end_time":"@D1@T02:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T02:00:00.000+08:00","end_time":"@D1@T03:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T03:00:00.000+08:00","end_time":"@D1@T04:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T04:00:00.000+08:00","end_time":"@D1@T05:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T05:00:00.000+08:00","end_time":"@D1@T06:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T06:00:00.000+08:00","end_time":"@D1@T07:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T07:00:00.000+08:00","end_time":"@D1@T08:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T08:00:00.000+08:00","end_time":"@D1@T09:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T09:00:00.000+08:00","end_time":"@D1@T10:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T10:00:00.000+08:00","end_time":"@D1@T11:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T11:00:00.000+08:00","end_time":"@D1@T12:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T12:00:00.000+08:00","end_time":"@D1@T13:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T13:00:00.000+08:00","end_time":"@D1@T14:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T14:00:00.000+08:00","end_time":"@D1@T15:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T15:00:00.000+08:00","end_time":"@D1@T16:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T16:00:00.000+08:00","end_time":"@D1@T17:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T17:00:00.000+08:00","end_time":"@D1@T18:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T18:00:00.000+08:00","end_time":"@D1@T19:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T19:00:00.000+08:00","end_time":"@D1@T20:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T20:00:00.000+08:00","end_time":"@D1@T21:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T21:00:00.000+08:00","end_time":"@D1@T22:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T22:00:00.000+08:00","end_time":"@D1@T23:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T23:00:00.000+08:00","end_time":"@D2@T00:00:00.000+08:00"}]}$b$),
+    ('reply', -- 27a-elmo-auto-reply-1600-update_group_capacity_forecast
+     $b${"group_id":"@G1@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T00:00:00.000+08:00","end_time":"@D1@T01:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T01:00:00.000+08:00","end_time":"@D1@T02:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T02:00:00.000+08:00","end_time":"@D1@T03:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T03:00:00.000+08:00","end_time":"@D1@T04:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T04:00:00.000+08:00","end_time":"@D1@T05:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T05:00:00.000+08:00","end_time":"@D1@T06:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T06:00:00.000+08:00","end_time":"@D1@T07:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T07:00:00.000+08:00","end_time":"@D1@T08:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T08:00:00.000+08:00","end_time":"@D1@T09:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T09:00:00.000+08:00","end_time":"@D1@T10:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T10:00:00.000+08:00","end_time":"@D1@T11:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T11:00:00.000+08:00","end_time":"@D1@T12:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T12:00:00.000+08:00","end_time":"@D1@T13:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T13:00:00.000+08:00","end_time":"@D1@T14:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T14:00:00.000+08:00","end_time":"@D1@T15:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T15:00:00.000+08:00","end_time":"@D1@T16:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T16:00:00.000+08:00","end_time":"@D1@T17:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T17:00:00.000+08:00","end_time":"@D1@T18:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T18:00:00.000+08:00","end_time":"@D1@T19:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T19:00:00.000+08:00","end_time":"@D1@T20:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T20:00:00.000+08:00","end_time":"@D1@T21:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T21:00:00.000+08:00","end_time":"@D1@T22:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T22:00:00.000+08:00","end_time":"@D1@T23:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T23:00:00.000+08:00","end_time":"@D2@T00:00:00.000+08:00"}]}$b$),
+    ('emergency_tpe', -- 42-elmo-emergency-forecast-TZ-Asia-Taipei
+     $b${"group_id":"@G2@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":77,"phase":"ALL","unit":"KW","start_time":"@D1@T10:20:00.000+08:00","end_time":"@D1@T11:05:00.000+08:00"}]}$b$),
+    ('day_ahead_d2', -- 40b-faketime-1000-cron-fired-day-ahead-forecast
+     $b${"group_id":"@G1@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T00:00:00.000+08:00","end_time":"@D2@T01:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T01:00:00.000+08:00","end_time":"@D2@T02:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T02:00:00.000+08:00","end_time":"@D2@T03:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T03:00:00.000+08:00","end_time":"@D2@T04:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T04:00:00.000+08:00","end_time":"@D2@T05:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T05:00:00.000+08:00","end_time":"@D2@T06:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T06:00:00.000+08:00","end_time":"@D2@T07:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T07:00:00.000+08:00","end_time":"@D2@T08:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T08:00:00.000+08:00","end_time":"@D2@T09:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T09:00:00.000+08:00","end_time":"@D2@T10:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T10:00:00.000+08:00","end_time":"@D2@T11:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T11:00:00.000+08:00","end_time":"@D2@T12:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T12:00:00.000+08:00","end_time":"@D2@T13:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T13:00:00.000+08:00","end_time":"@D2@T14:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T14:00:00.000+08:00","end_time":"@D2@T15:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T15:00:00.000+08:00","end_time":"@D2@T16:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T16:00:00.000+08:00","end_time":"@D2@T17:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T17:00:00.000+08:00","end_time":"@D2@T18:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T18:00:00.000+08:00","end_time":"@D2@T19:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T19:00:00.000+08:00","end_time":"@D2@T20:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T20:00:00.000+08:00","end_time":"@D2@T21:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T21:00:00.000+08:00","end_time":"@D2@T22:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T22:00:00.000+08:00","end_time":"@D2@T23:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T23:00:00.000+08:00","end_time":"@D3@T00:00:00.000+08:00"}]}$b$);
+
+-- A capture body with its days moved so that @D0@ is `d0` (default: today in
+-- elmo_oscp.timezone) and the stations renamed to test-only group ids.
+CREATE FUNCTION pg_temp.body(n text, d0 date DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
+    SELECT replace(replace(replace(replace(replace(replace(c.body,
+               '@D0@', to_char(x.d, 'YYYY-MM-DD')), '@D1@', to_char(x.d + 1, 'YYYY-MM-DD')),
+               '@D2@', to_char(x.d + 2, 'YYYY-MM-DD')), '@D3@', to_char(x.d + 3, 'YYYY-MM-DD')),
+               '@G1@', 'pgtap-inbound-g1'), '@G2@', 'pgtap-inbound-g2')
+      FROM cap c, (SELECT coalesce(d0, _elmo_local_day(now())) AS d) x
+     WHERE c.name = n $$;
+
+-- _elmo_receive with a fresh X-Request-ID unless one is given.
+CREATE FUNCTION pg_temp.recv(msg text, body text, method text DEFAULT 'POST',
+                             cur boolean DEFAULT true, rid text DEFAULT NULL)
+    RETURNS TABLE(status int, error text, message_id bigint) LANGUAGE sql AS $$
+    SELECT * FROM _elmo_receive(msg, method, coalesce(rid, 'PGTAP-' || md5(random()::text)), NULL, body, cur) $$;
+
+-- _elmo_receive, then the row it stored (NULL if none), read in a later statement
+CREATE FUNCTION pg_temp.stored(msg text, body text, method text DEFAULT 'POST', cur boolean DEFAULT true,
+                               rid text DEFAULT NULL)
+    RETURNS elmo_received_message LANGUAGE plpgsql AS $$
+DECLARE v_id bigint; r elmo_received_message;
+BEGIN
+    SELECT x.message_id INTO v_id FROM pg_temp.recv(msg, body, method, cur, rid) x;
+    SELECT * INTO r FROM elmo_received_message m WHERE m.id = v_id;
+    RETURN r;
+END $$;
+
+-- receive + apply a forecast; its received message id
+CREATE FUNCTION pg_temp.forecast(body text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    SELECT * INTO r FROM pg_temp.recv('update_group_capacity_forecast', body);
+    IF r.status <> 204 THEN RAISE EXCEPTION 'not received: %', r.error; END IF;
+    PERFORM _elmo_apply(r.message_id);
+    RETURN r.message_id;
+END $$;
+
+-- the local instant of day d0 + days at hh:mm
+CREATE FUNCTION pg_temp.at(days int, hhmm text) RETURNS timestamptz LANGUAGE sql AS $$
+    SELECT ((_elmo_local_day(now()) + days)::text || ' ' || hhmm)::timestamp AT TIME ZONE _elmo_tz() $$;
+
+
+CREATE TEMP TABLE kept (k text PRIMARY KEY, id bigint);
+CREATE FUNCTION pg_temp.keep(k text, msg bigint) RETURNS bigint LANGUAGE sql AS
+    $$ INSERT INTO kept SELECT k, f.id FROM capacity_forecast f WHERE f.message_id = msg RETURNING id $$;
+CREATE FUNCTION pg_temp.fc(k text) RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT id FROM kept WHERE kept.k = $1 $$;
+
+SELECT plan(25);
+
+DELETE FROM elmo_group_settings WHERE group_id LIKE 'pgtap-inbound-%';
+
+-- tomorrow's 10:00 assignment: 100 kW every hour
+SELECT pg_temp.keep('assigned', pg_temp.forecast(pg_temp.body('day_ahead')));
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:30')), 100::numeric, 'the assignment gives the plan');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '00:00')), 100::numeric, 'a block covers its start ...');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(2, '00:00')), NULL, '... not its end');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(0, '10:30')), NULL, 'NULL when nothing is known');
+SELECT is(elmo_capacity_at('pgtap-inbound-nobody', pg_temp.at(1, '10:30')), NULL, 'NULL for an unknown group');
+
+-- the 16:00 reply to our adjust request (80 kW) replaces the assignment
+INSERT INTO elmo_outbox (message, group_id, body) VALUES ('adjust_group_capacity_forecast', 'pgtap-inbound-g1', '{}');
+INSERT INTO elmo_adjust_request (group_id, day, outbox_id, hourly_kw)
+VALUES ('pgtap-inbound-g1', _elmo_local_day(now()) + 1, currval('elmo_outbox_id_seq'), '{}');
+SELECT pg_temp.keep('reply', pg_temp.forecast(pg_temp.body('reply')));
+SELECT is((SELECT kind FROM capacity_forecast WHERE id = pg_temp.fc('reply')), 'additional_reply', 'the reply is an additional_reply');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:30')), 80::numeric, 'the reply replaces the assignment');
+
+-- an emergency in the middle of that day (capture 42: 10:20-11:05 +08:00, 77 kW)
+SELECT pg_temp.keep('emergency', pg_temp.forecast(replace(pg_temp.body('emergency_tpe'), 'g2', 'g1')));
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:30')), 77::numeric, 'an emergency below the plan lowers it');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:20')), 77::numeric, '... from its start');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:19:59.999')), 80::numeric, '... not before');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '11:05')), 80::numeric, '... until its end');
+-- an emergency above the plan changes nothing
+SELECT pg_temp.forecast(replace(replace(replace(replace(pg_temp.body('emergency_tpe'), 'g2', 'g1'), 'T10:20', 'T12:00'), 'T11:05', 'T13:00'),
+                                '"capacity":77', '"capacity":500'));
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '12:30')), 80::numeric, 'an emergency above the plan does not raise it');
+-- the assignment for the day after, received later, does not hide tomorrow's plan
+SELECT pg_temp.keep('d2', pg_temp.forecast(pg_temp.body('day_ahead_d2')));
+SELECT is((SELECT forecast_day FROM capacity_forecast WHERE id = pg_temp.fc('d2')), _elmo_local_day(now()) + 2, '(a day_ahead for the day after)');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '09:00')), 80::numeric,
+          'the plan comes from the latest forecast among those covering the instant');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(2, '09:00')), 100::numeric, '... and the next day from the newer one');
+
+SELECT results_eq(
+    $$SELECT * FROM elmo_capacity_schedule('pgtap-inbound-g1', _elmo_local_day(now()) + 1)$$,
+    $$VALUES (pg_temp.at(1, '00:00'), pg_temp.at(1, '10:20'), 80::numeric, 'KW', 'additional_reply', pg_temp.fc('reply')),
+             (pg_temp.at(1, '10:20'), pg_temp.at(1, '11:05'), 77, 'KW', 'emergency', pg_temp.fc('emergency')),
+             (pg_temp.at(1, '11:05'), pg_temp.at(2, '00:00'), 80, 'KW', 'additional_reply', pg_temp.fc('reply'))$$,
+    'the schedule of tomorrow: contiguous segments, equal neighbours merged');
+SELECT is_empty($$SELECT * FROM elmo_capacity_schedule('pgtap-inbound-g1', _elmo_local_day(now()) - 10)$$,
+                'a day with nothing known has no segments');
+
+-- the contract capacity caps everything
+INSERT INTO elmo_group_settings VALUES ('pgtap-inbound-g1', 78);
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '09:00')), 78::numeric, 'the contract capacity caps the plan');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:30')), 77::numeric, '... an emergency below it still counts');
+SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(-10, '09:00')), 78::numeric, '... and it applies when nothing else is known');
+SELECT results_eq(
+    $$SELECT * FROM elmo_capacity_schedule('pgtap-inbound-g1', _elmo_local_day(now()) + 1)$$,
+    $$VALUES (pg_temp.at(1, '00:00'), pg_temp.at(1, '10:20'), 78::numeric, 'KW', 'contract', NULL::bigint),
+             (pg_temp.at(1, '10:20'), pg_temp.at(1, '11:05'), 77, 'KW', 'emergency', pg_temp.fc('emergency')),
+             (pg_temp.at(1, '11:05'), pg_temp.at(2, '00:00'), 78, 'KW', 'contract', NULL)$$,
+    'the schedule with a contract capacity');
+
+-- now: an emergency running at this moment, a contract-only group
+SELECT pg_temp.keep('now', pg_temp.forecast(format(
+    '{"group_id":"pgtap-inbound-g3","type":"CONSUMPTION","forecasted_blocks":[{"capacity":33,"phase":"ALL","unit":"KW","start_time":"%s","end_time":"%s"}]}',
+    _elmo_ts(now() - interval '1 minute'), _elmo_ts(now() + interval '1 hour'))));
+INSERT INTO elmo_group_settings VALUES ('pgtap-inbound-g4', 10);
+SELECT is(elmo_capacity_at('pgtap-inbound-g3'), 33::numeric, 'elmo_capacity_at defaults to now');
+SELECT results_eq(
+    $$SELECT group_id, capacity, kind, forecast_id, until FROM elmo_capacity_now
+       WHERE group_id LIKE 'pgtap-inbound-%' ORDER BY group_id$$,
+    $$VALUES ('pgtap-inbound-g1', 78::numeric, 'contract', NULL::bigint, pg_temp.at(1, '10:20')),
+             ('pgtap-inbound-g3', 33, 'emergency', pg_temp.fc('now'), _elmo_ts(now() + interval '1 hour')::timestamptz),
+             ('pgtap-inbound-g4', 10, 'contract', NULL, NULL)$$,
+    'elmo_capacity_now: every group with forecasts or settings, what is in force and until when it changes');
+
+SELECT ok(has_function_privilege('public', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE')
+          AND has_table_privilege('public', 'elmo_capacity_now', 'SELECT'), 'capacity functions and view are PUBLIC');
+SELECT ok(NOT has_function_privilege('public', 'elmo_replay(bigint)', 'EXECUTE')
+          AND NOT has_function_privilege('public', 'elmo_discard(bigint, text)', 'EXECUTE'), 'replay and discard are not');
+
+SELECT * FROM finish();
+ROLLBACK;
