@@ -268,7 +268,8 @@ run_batch(Receipt *rc, int n)
 		{
 			if (rc[i].message_id == 0)
 				continue;
-			if (apply_one(rc[i].message_id, deadline, false) == APPLY_OUT_OF_TIME)
+			/* deferred or failed: the retry pass must look again soon */
+			if (apply_one(rc[i].message_id, deadline, false) != APPLY_OK)
 				deferred = true;
 		}
 
