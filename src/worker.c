@@ -369,10 +369,11 @@ elmo_worker_main(Datum arg)
 			}
 		}
 
+		/* every turn: transfers in flight must progress even after DROP EXTENSION */
+		sender_run();
+
 		if (extension_ready)
 		{
-			sender_run();
-
 			if (GetCurrentTimestamp() >= next_housekeeping && !inbound_pending())
 				run_housekeeping();
 			if (!inbound_pending())
@@ -387,9 +388,9 @@ elmo_worker_main(Datum arg)
 			timeout = min_timeout(timeout, http_server_timeout_ms());
 		else
 			timeout = min_timeout(timeout, ms_until(next_extension_check));
+		timeout = min_timeout(timeout, sender_timeout_ms());
 		if (extension_ready)
 		{
-			timeout = min_timeout(timeout, sender_timeout_ms());
 			timeout = min_timeout(timeout, ms_until(next_housekeeping));
 			timeout = min_timeout(timeout, inbound_retry_timeout_ms());
 		}
