@@ -48,6 +48,14 @@ static HttpRequest *pending_tail = NULL;
 static int	pending_count = 0;
 static TimestampTz next_retry_at = 0;	/* 0: look now */
 
+/*
+ * When a batch ran out of apply budget (a slow CSMS trigger), the batches of
+ * the next apply_timeout only receive and commit (unless the retry pass has
+ * applied the backlog sooner): a burst spread over several batches is then
+ * charged the budget once, not once per batch.
+ */
+static TimestampTz overloaded_until = 0;
+
 void
 inbound_park(HttpRequest *req)
 {
@@ -86,6 +94,7 @@ apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 	ResourceOwner oldowner = CurrentResourceOwner;
 	ApplyResult result = APPLY_OK;
 	ErrorData  *volatile edata = NULL;
+	volatile bool timed_out = false;
 	long		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
 	Datum		arg = Int64GetDatum(message_id);
 	Oid			argtype = INT8OID;
@@ -106,6 +115,7 @@ apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 	}
 	PG_CATCH();
 	{
+		timed_out = get_timeout_indicator(STATEMENT_TIMEOUT, false);
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
@@ -121,7 +131,7 @@ apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 	if (edata == NULL)
 		return APPLY_OK;
 
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && GetCurrentTimestamp() >= deadline)
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
 	{
 		result = APPLY_OUT_OF_TIME;
 		if (!record_timeout)
@@ -266,11 +276,21 @@ run_batch(Receipt *rc, int n)
 		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
 		for (int i = 0; i < n; i++)
 		{
+			ApplyResult r;
+
 			if (rc[i].message_id == 0)
 				continue;
+			if (GetCurrentTimestamp() < overloaded_until)
+			{
+				deferred = true;	/* stays 'received', applied after the answers */
+				continue;
+			}
+			r = apply_one(rc[i].message_id, deadline, false);
 			/* deferred or failed: the retry pass must look again soon */
-			if (apply_one(rc[i].message_id, deadline, false) != APPLY_OK)
+			if (r != APPLY_OK)
 				deferred = true;
+			if (r == APPLY_OUT_OF_TIME)
+				overloaded_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
 		}
 
 		SPI_finish();
@@ -408,7 +428,10 @@ inbound_retry_applies(void)
 
 		if (!more)
 		{
-			TimestampTz cap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60000);
+			TimestampTz cap;
+
+			overloaded_until = 0;	/* nothing is waiting to be applied now */
+			cap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60000);
 
 			next_retry_at = (next != 0 && next < cap) ? next : cap;
 			return;

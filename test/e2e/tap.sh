@@ -8,12 +8,12 @@ _tap_failed=0
 plan() { echo "1..$1"; }
 ok() {   # ok CONDITION-EXIT-CODE DESCRIPTION
   _tap_n=$((_tap_n + 1))
-  if [ "$1" -eq 0 ]; then echo "ok $_tap_n - $2"; else echo "not ok $_tap_n - $2"; _tap_failed=1; fi
+  if [ "$1" -eq 0 ]; then echo "ok $_tap_n - $2"; else echo "not ok $_tap_n - $2"; echo "#   failed: $2" >&2; _tap_failed=1; fi
 }
 is() {   # is GOT EXPECTED DESCRIPTION
   _tap_n=$((_tap_n + 1))
   if [ "$1" = "$2" ]; then echo "ok $_tap_n - $3"
-  else echo "not ok $_tap_n - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; _tap_failed=1; fi
+  else echo "not ok $_tap_n - $3"; { echo "#   $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; } | tee /dev/stderr; _tap_failed=1; fi
 }
 diag() { echo "# $*"; }
 sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
