@@ -47,6 +47,7 @@ static HttpRequest *pending_head = NULL;
 static HttpRequest *pending_tail = NULL;
 static int	pending_count = 0;
 static TimestampTz next_retry_at = 0;	/* 0: look now */
+static SPIPlanPtr plan_receive = NULL;
 
 /*
  * When a batch ran out of apply budget (a slow CSMS trigger), the batches of
@@ -55,6 +56,26 @@ static TimestampTz next_retry_at = 0;	/* 0: look now */
  * charged the budget once, not once per batch.
  */
 static TimestampTz overloaded_until = 0;
+
+/*
+ * The hot path's statements, parsed and planned once per worker.  A saved
+ * plan survives DROP/CREATE EXTENSION: the plan cache re-resolves names.
+ */
+static SPIPlanPtr
+saved_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*slot = p;
+	}
+	return *slot;
+}
 
 void
 inbound_park(HttpRequest *req)
@@ -107,7 +128,9 @@ apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 	enable_timeout_after(STATEMENT_TIMEOUT, (int) remaining);
 	PG_TRY();
 	{
-		SPI_execute_with_args("SELECT _elmo_apply($1)", 1, &argtype, &arg, NULL, false, 1);
+		static SPIPlanPtr plan = NULL;
+
+		SPI_execute_plan(saved_plan(&plan, "SELECT _elmo_apply($1)", 1, &argtype), &arg, NULL, false, 1);
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
@@ -146,13 +169,15 @@ apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 		result = APPLY_FAILED;
 
 	{
+		static SPIPlanPtr plan = NULL;
 		Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 		Datum		vals[3];
 
 		vals[0] = Int64GetDatum(message_id);
 		vals[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
 		vals[2] = CStringGetTextDatum(edata->message);
-		SPI_execute_with_args("SELECT _elmo_apply_failed($1, $2, $3)", 3, types, vals, NULL, false, 1);
+
+		SPI_execute_plan(saved_plan(&plan, "SELECT _elmo_apply_failed($1, $2, $3)", 3, types), vals, NULL, false, 1);
 	}
 	pg_atomic_fetch_add_u64(&elmo_shared->apply_failures, 1);
 	ereport(WARNING,
@@ -252,8 +277,10 @@ run_batch(Receipt *rc, int n)
 				nulls[3] = 'n';
 			vals[4] = CStringGetTextDatum(req->body);
 			vals[5] = BoolGetDatum(req->used_current_token);
-			if (SPI_execute_with_args("SELECT status, error, message_id FROM _elmo_receive($1, $2, $3, $4, $5, $6)",
-									  6, types, vals, nulls, false, 1) != SPI_OK_SELECT ||
+			if (SPI_execute_plan(saved_plan(&plan_receive,
+											"SELECT status, error, message_id FROM _elmo_receive($1, $2, $3, $4, $5, $6)",
+											6, types),
+								 vals, nulls, false, 1) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "_elmo_receive returned no row");
 			{
