@@ -18,6 +18,7 @@ OBJS = \
 	src/routes.o \
 	src/inbound.o \
 	src/sender.o \
+	src/http_client.o \
 	src/outbox_wait.o \
 	src/sql_functions.o
 
@@ -46,6 +47,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
 	  for f in $(SQL_PARTS); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
 $(OBJS): src/elmo_oscp.h
+src/sender.o src/http_client.o: src/http_client.h
 
 sim/elmo-sim: $(wildcard sim/*.c sim/*.h) sim/Makefile
 	$(MAKE) -C sim

@@ -3,9 +3,9 @@
  *
  * One background worker owns both directions of OSCP traffic on one thread:
  * libmicrohttpd (inbound, http_server.c/routes.c/inbound.c) and libcurl multi
- * (outbound, sender.c) are both driven from the worker's WaitEventSet
- * (worker.c).  Neither library ever sees a longjmp: every call into
- * PostgreSQL made on their behalf is wrapped in PG_TRY by the caller.
+ * (outbound, sender.c/http_client.c) are both driven from the worker's
+ * WaitEventSet (worker.c).  Neither library ever sees a longjmp: every call
+ * into PostgreSQL made on their behalf is wrapped in PG_TRY by the caller.
  */
 #ifndef ELMO_OSCP_H
 #define ELMO_OSCP_H
@@ -142,7 +142,7 @@ extern void inbound_flush(void);
 extern void inbound_retry_applies(void);
 extern long inbound_retry_timeout_ms(void);
 
-/* ---- sender.c: libcurl multi, outbox delivery ---- */
+/* ---- sender.c: outbox delivery, over libcurl multi (http_client.c) ---- */
 extern void sender_init(void);
 extern void sender_shutdown(void);
 extern int	sender_epoll_fd(void);

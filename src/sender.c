@@ -1,29 +1,21 @@
 /*
  * sender.c — delivers the outbox to ELMO: libcurl multi on the worker's thread.
  *
- * libcurl runs in its socket-action mode: CURLMOPT_SOCKETFUNCTION puts its
- * sockets into a private epoll set (sender_epoll_fd(), which the worker adds
- * to its WaitEventSet) and CURLMOPT_TIMERFUNCTION records when curl wants to
- * be called back.  Each sender_run():
+ * libcurl (http_client.c) runs in its socket-action mode on a private epoll
+ * set (sender_epoll_fd(), which the worker adds to its WaitEventSet).  This
+ * file is the outbox side of it.  Each sender_run():
  *   1. drives curl: ready sockets, and the timeout when it has passed;
  *   2. harvests finished transfers and records every outcome in ONE
  *      transaction (_elmo_record), then wakes elmo_wait() callers;
  *   3. claims more due messages (_elmo_claim) in one short transaction when
  *      something may have become due, and hands them to curl after COMMIT.
- * No transaction is open while requests are in flight.  The curl callbacks
- * touch only the malloc'd structures below: never palloc, ereport or SPI.
- * Every SPI transaction is wrapped in PG_TRY; errors are logged and the loop
- * carries on (a claim rolled back is claimed again; rows left 'sending' are
- * requeued by _elmo_recover() at the next start).
+ * No transaction is open while requests are in flight.  Every SPI
+ * transaction is wrapped in PG_TRY; errors are logged and the loop carries on
+ * (a claim rolled back is claimed again; rows left 'sending' are requeued by
+ * _elmo_recover() at the next start).
  */
 #include "elmo_oscp.h"
-
-#include <errno.h>
-#include <sys/epoll.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <curl/curl.h>
+#include "http_client.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -35,43 +27,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#define RESPONSE_CAP	2048	/* bytes of ELMO's answer we keep */
-#define MAX_EVENTS		64
-#define IDLE_HANDLES	64		/* easy handles kept for reuse */
-
-typedef struct Transfer
-{
-	struct Transfer *prev,
-			   *next;			/* in the active or the finished list */
-	CURL	   *easy;
-	struct curl_slist *headers;
-	int64		id;				/* elmo_outbox.id */
-	char	   *method;
-	char	   *url;
-	char	   *authorization;	/* NULL: no Authorization header */
-	char	   *request_id;
-	char	   *correlation_id;
-	char	   *body;
-	/* filled by curl (write callback) and at harvest */
-	size_t		response_len;
-	char		response[RESPONSE_CAP];
-	char		errbuf[CURL_ERROR_SIZE];
-	CURLcode	result;
-	long		http_status;	/* 0: no HTTP answer */
-	char		timing[320];	/* JSON, when not 2xx */
-} Transfer;
-
-static bool curl_ready = false;
-static int	epfd = -1;
-static CURLM *multi = NULL;
-static int64 curl_deadline_us = -1;	/* monotonic; -1: curl wants no timeout */
-static char socket_known;		/* marker assigned to sockets in epfd */
-
-static Transfer *active = NULL;	/* handed to curl */
-static int	in_flight = 0;
 static Transfer *finished = NULL;	/* done, outcome not recorded yet */
-static CURL *idle_handles[IDLE_HANDLES];
-static int	n_idle = 0;
 
 static bool was_ready = false;	/* extension present at the last turn */
 static bool recovered = false;	/* _elmo_recover() done since it appeared */
@@ -87,37 +43,6 @@ static bool plans_stale = false;
 
 /* ---------------------------------------------------------------- helpers */
 
-static int64
-monotonic_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void
-list_push(Transfer **head, Transfer *t)
-{
-	t->prev = NULL;
-	t->next = *head;
-	if (*head)
-		(*head)->prev = t;
-	*head = t;
-}
-
-static void
-list_remove(Transfer **head, Transfer *t)
-{
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		*head = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	t->prev = t->next = NULL;
-}
-
 /* malloc'd copy (callbacks read it); raises inside a transaction only */
 static char *
 dup_or_null(const char *s)
@@ -132,38 +57,6 @@ dup_or_null(const char *s)
 	return d;
 }
 
-static void
-transfer_free(Transfer *t)
-{
-	if (t->easy)
-	{
-		if (n_idle < IDLE_HANDLES)
-			idle_handles[n_idle++] = t->easy;
-		else
-			curl_easy_cleanup(t->easy);
-	}
-	curl_slist_free_all(t->headers);
-	free(t->method);
-	free(t->url);
-	free(t->authorization);
-	free(t->request_id);
-	free(t->correlation_id);
-	free(t->body);
-	free(t);
-}
-
-static void
-free_list(Transfer **head)
-{
-	while (*head)
-	{
-		Transfer   *t = *head;
-
-		list_remove(head, t);
-		transfer_free(t);
-	}
-}
-
 static bool
 extension_ready(void)
 {
@@ -173,225 +66,6 @@ extension_ready(void)
 	ready = elmo_shared->extension_ready;
 	SpinLockRelease(&elmo_shared->mutex);
 	return ready;
-}
-
-/* ---------------------------------------------------------------- curl callbacks: plain C only */
-
-static size_t
-write_cb(char *data, size_t size, size_t nmemb, void *userdata)
-{
-	Transfer   *t = (Transfer *) userdata;
-	size_t		n = size * nmemb;
-	size_t		room = RESPONSE_CAP - t->response_len;
-
-	if (room > 0)
-	{
-		size_t		k = n < room ? n : room;
-
-		memcpy(t->response + t->response_len, data, k);
-		t->response_len += k;
-	}
-	return n;					/* the rest is read and dropped */
-}
-
-static int
-socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct epoll_event ev;
-
-	if (what == CURL_POLL_REMOVE)
-	{
-		(void) epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
-		curl_multi_assign(multi, s, NULL);
-		return 0;
-	}
-	memset(&ev, 0, sizeof(ev));
-	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
-	ev.data.fd = s;
-	if (socketp == NULL)
-	{
-		if (epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-			(void) epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev);
-		curl_multi_assign(multi, s, &socket_known);
-	}
-	else if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-		(void) epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev);
-	return 0;
-}
-
-static int
-timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	curl_deadline_us = timeout_ms < 0 ? -1 : monotonic_us() + (int64) timeout_ms * 1000;
-	return 0;
-}
-
-/* ---------------------------------------------------------------- curl side (no transaction) */
-
-static char *
-header_line(const char *name, const char *value)
-{
-	size_t		len = strlen(name) + 2 + strlen(value) + 1;
-	char	   *line = malloc(len);
-	char	   *p;
-
-	if (line == NULL)
-		return NULL;
-	snprintf(line, len, "%s: %s", name, value);
-	for (p = line; *p; p++)
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	return line;
-}
-
-static bool
-add_header(Transfer *t, const char *name, const char *value)
-{
-	char	   *line;
-	struct curl_slist *l;
-
-	if (value == NULL)
-		return true;
-	line = header_line(name, value);
-	if (line == NULL)
-		return false;
-	l = curl_slist_append(t->headers, line);
-	free(line);
-	if (l == NULL)
-		return false;
-	t->headers = l;
-	return true;
-}
-
-/* Configure and hand one claimed message to curl; false if it cannot be. */
-static bool
-start_transfer(Transfer *t)
-{
-	CURL	   *e;
-
-	e = n_idle > 0 ? idle_handles[--n_idle] : curl_easy_init();
-	if (e == NULL)
-		return false;
-	curl_easy_reset(e);
-	t->easy = e;
-
-	if (!add_header(t, "Content-Type", "application/json") ||
-		!add_header(t, "Authorization", t->authorization) ||
-		!add_header(t, "X-Request-ID", t->request_id) ||
-		!add_header(t, "X-Correlation-ID", t->correlation_id) ||
-		!add_header(t, "Expect", ""))	/* no 100-continue round trip */
-		return false;
-
-	curl_easy_setopt(e, CURLOPT_URL, t->url);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *) t);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(t->body));
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body);
-	if (strcmp(t->method, "POST") != 0)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *) t);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) elmo_connect_timeout);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) elmo_request_timeout);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (elmo_ca_file && elmo_ca_file[0] != '\0')
-		curl_easy_setopt(e, CURLOPT_CAINFO, elmo_ca_file);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "elmo_oscp/" ELMO_OSCP_VERSION);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-
-	if (curl_multi_add_handle(multi, e) != CURLM_OK)
-		return false;
-	list_push(&active, t);
-	in_flight++;
-	return true;
-}
-
-static void
-drive_curl(void)
-{
-	struct epoll_event events[MAX_EVENTS];
-	int			running;
-	int			n;
-
-	n = epoll_wait(epfd, events, MAX_EVENTS, 0);
-	for (int i = 0; i < n; i++)
-	{
-		int			mask = 0;
-
-		if (events[i].events & EPOLLIN)
-			mask |= CURL_CSELECT_IN;
-		if (events[i].events & EPOLLOUT)
-			mask |= CURL_CSELECT_OUT;
-		if (events[i].events & (EPOLLERR | EPOLLHUP))
-			mask |= CURL_CSELECT_ERR;
-		curl_multi_socket_action(multi, events[i].data.fd, mask, &running);
-	}
-	if (curl_deadline_us >= 0 && monotonic_us() >= curl_deadline_us)
-	{
-		curl_deadline_us = -1;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
-}
-
-/* Move every finished transfer from curl to the finished list. */
-static void
-harvest(void)
-{
-	CURLMsg    *msg;
-	int			left;
-
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-	{
-		CURL	   *e = msg->easy_handle;
-		char	   *priv = NULL;
-		Transfer   *t;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
-		t = (Transfer *) priv;
-		t->result = msg->data.result;
-		t->http_status = 0;
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t->http_status);
-		/* a transfer that broke before an answer is a network failure */
-		if (t->result != CURLE_OK && t->http_status < 200)
-			t->http_status = 0;
-		if (t->http_status < 200 || t->http_status > 299)
-		{
-			curl_off_t	dns = 0,
-						connect = 0,
-						tls = 0,
-						first = 0,
-						total = 0;
-
-			curl_easy_getinfo(e, CURLINFO_NAMELOOKUP_TIME_T, &dns);
-			curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect);
-			curl_easy_getinfo(e, CURLINFO_APPCONNECT_TIME_T, &tls);
-			curl_easy_getinfo(e, CURLINFO_STARTTRANSFER_TIME_T, &first);
-			curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &total);
-			/* milliseconds since the start of the attempt, as curl counts them */
-			snprintf(t->timing, sizeof(t->timing),
-					 "{\"dns_ms\": %.3f, \"connect_ms\": %.3f, \"tls_ms\": %.3f, "
-					 "\"first_byte_ms\": %.3f, \"total_ms\": %.3f, \"curl_code\": %d}",
-					 dns / 1000.0, connect / 1000.0, tls / 1000.0, first / 1000.0,
-					 total / 1000.0, (int) t->result);
-			pg_atomic_fetch_add_u64(&elmo_shared->send_failures, 1);
-		}
-		else
-			pg_atomic_fetch_add_u64(&elmo_shared->sent, 1);
-		curl_multi_remove_handle(multi, e);
-		list_remove(&active, t);
-		in_flight--;
-		list_push(&finished, t);
-	}
 }
 
 /* ---------------------------------------------------------------- SQL side */
@@ -619,7 +293,7 @@ claim_rows(int lim)
 
 		if (t == NULL)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-		list_push(&claimed, t);
+		transfer_push(&claimed, t);
 		n_claimed++;
 		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		t->method = getvalue_dup(tup, desc, 2);
@@ -650,20 +324,8 @@ start_claimed(void)
 	{
 		Transfer   *t = claimed;
 
-		list_remove(&claimed, t);
-		if (!start_transfer(t))
-		{
-			/* recorded as a network failure next turn: retried with backoff */
-			snprintf(t->errbuf, sizeof(t->errbuf), "could not start the transfer (out of memory)");
-			t->result = CURLE_OUT_OF_MEMORY;
-			t->http_status = 0;
-			if (t->easy)
-			{
-				curl_easy_cleanup(t->easy);
-				t->easy = NULL;
-			}
-			list_push(&finished, t);
-		}
+		transfer_remove(&claimed, t);
+		http_client_start(t, &finished);
 	}
 	n_claimed = 0;
 }
@@ -701,7 +363,7 @@ db_turn(bool do_claim, int lim)
 
 	if (!ok)
 	{
-		free_list(&claimed);
+		transfer_free_all(&claimed);
 		n_claimed = 0;
 		for (Transfer *t = finished; t; t = t->next)
 			if (!record_alone(t))
@@ -709,7 +371,7 @@ db_turn(bool do_claim, int lim)
 	}
 	if (had_finished)
 	{
-		free_list(&finished);
+		transfer_free_all(&finished);
 		ConditionVariableBroadcast(&elmo_shared->outbox_cv);
 		claim_wanted = true;	/* slots are free again */
 	}
@@ -747,61 +409,23 @@ recover(void)
 void
 sender_init(void)
 {
-	if (curl_ready)
-		return;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-	{
-		ereport(LOG, (errmsg("elmo_oscp: libcurl could not be initialized: nothing will be sent to ELMO")));
-		elmo_set_last_error("sender: libcurl could not be initialized");
-		return;
-	}
-	epfd = epoll_create1(EPOLL_CLOEXEC);
-	multi = curl_multi_init();
-	if (epfd < 0 || multi == NULL)
-	{
-		ereport(LOG, (errmsg("elmo_oscp: the sender could not start (%s): nothing will be sent to ELMO",
-							 epfd < 0 ? "epoll_create1 failed" : "curl_multi_init failed")));
-		elmo_set_last_error("sender: could not start");
-		if (epfd >= 0)
-			close(epfd);
-		epfd = -1;
-		return;
-	}
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_ready = true;
+	http_client_init();
 }
 
 void
 sender_shutdown(void)
 {
-	if (!curl_ready)
+	if (!http_client_ready())
 		return;
 	/* in-flight rows stay 'sending': _elmo_recover() requeues them at the next start */
-	while (active)
-	{
-		Transfer   *t = active;
-
-		curl_multi_remove_handle(multi, t->easy);
-		list_remove(&active, t);
-		transfer_free(t);
-	}
-	free_list(&finished);
-	in_flight = 0;
-	while (n_idle > 0)
-		curl_easy_cleanup(idle_handles[--n_idle]);
-	curl_multi_cleanup(multi);
-	multi = NULL;
-	close(epfd);
-	epfd = -1;
-	curl_global_cleanup();
-	curl_ready = false;
+	transfer_free_all(&finished);
+	http_client_shutdown();
 }
 
 int
 sender_epoll_fd(void)
 {
-	return curl_ready ? epfd : -1;
+	return http_client_epoll_fd();
 }
 
 /*
@@ -813,6 +437,7 @@ sender_epoll_fd(void)
 static bool
 claim_ready(TimestampTz now)
 {
+	int			in_flight = http_client_in_flight();
 	int			room = elmo_max_in_flight - in_flight;
 
 	if (room <= 0 || (retry_sql_at != 0 && now < retry_sql_at))
@@ -827,17 +452,12 @@ claim_ready(TimestampTz now)
 long
 sender_timeout_ms(void)
 {
-	long		timeout = -1;
+	long		timeout;
 	TimestampTz now;
 
-	if (!curl_ready)
+	if (!http_client_ready())
 		return -1;
-	if (curl_deadline_us >= 0)
-	{
-		int64		us = curl_deadline_us - monotonic_us();
-
-		timeout = us <= 0 ? 0 : (long) Min((us + 999) / 1000, (int64) 60000);
-	}
+	timeout = http_client_timeout_ms();
 	if (!was_ready)
 		return timeout;
 	now = GetCurrentTimestamp();
@@ -866,11 +486,10 @@ sender_run(void)
 	TimestampTz now;
 	uint64		generation;
 
-	if (!curl_ready)
+	if (!http_client_ready())
 		return;
 
-	drive_curl();
-	harvest();
+	http_client_run(&finished);
 
 	ready = extension_ready();
 	if (ready != was_ready)
@@ -886,7 +505,7 @@ sender_run(void)
 	if (!ready)
 	{
 		/* nowhere to record these: their rows went with the extension */
-		free_list(&finished);
+		transfer_free_all(&finished);
 		return;
 	}
 
@@ -913,9 +532,8 @@ sender_run(void)
 		last_generation = generation;
 		claim_wanted = false;
 	}
-	db_turn(do_claim, elmo_max_in_flight - in_flight);
+	db_turn(do_claim, elmo_max_in_flight - http_client_in_flight());
 
 	/* let curl start what was just added without waiting for another turn */
-	drive_curl();
-	harvest();
+	http_client_run(&finished);
 }

@@ -1,0 +1,317 @@
+-- Inbound, second step: applying a stored message (write forecasts /
+-- registration state, fire the CSMS's triggers, NOTIFY).  src/inbound.c runs
+-- _elmo_apply in its own subtransaction, so a CSMS trigger that fails loses
+-- nothing: the failure is recorded by _elmo_apply_failed and retried by the
+-- worker (_elmo_applies_due); what keeps failing is the DBA's to see and settle
+-- (elmo_unapplied, elmo_replay, elmo_discard).
+
+-- ---------------------------------------------------------------- application
+
+-- ELMO's base_url resolved against the ELMO URL given to elmo_register
+-- (RFC 3986 reference resolution, no dot segments); no trailing '/'.
+CREATE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT rtrim(CASE
+        WHEN ref ~ '^[A-Za-z][A-Za-z0-9+.-]*:' THEN ref
+        WHEN ref LIKE '//%' THEN substring(base FROM '^[A-Za-z][A-Za-z0-9+.-]*:') || ref
+        WHEN ref LIKE '/%' THEN substring(base FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*') || ref
+        WHEN substring(base FROM '^[^?#]*') ~ '^[A-Za-z][A-Za-z0-9+.-]*://[^/]*$'
+            THEN substring(base FROM '^[^?#]*') || '/' || ref
+        ELSE regexp_replace(substring(base FROM '^[^?#]*'), '[^/]*$', '') || ref
+    END, '/') $$;
+
+-- Applies one stored message.  src/inbound.c runs it in a subtransaction; it
+-- raises on failure (nothing of it is kept then).
+CREATE FUNCTION _elmo_apply(message_id bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    m       record;
+    v_state text;
+    v_event text;
+    v_fid   bigint;
+    v_url   text;
+    vu      jsonb;
+    rb      jsonb;
+BEGIN
+    -- a CSMS's deferred constraint triggers fire inside this subtransaction
+    SET CONSTRAINTS ALL IMMEDIATE;
+
+    -- claim it first: a concurrent elmo_replay waits here, then finds it applied
+    UPDATE elmo_received_message r
+       SET state = 'applied', applied_at = now(), apply_attempts = r.apply_attempts + 1,
+           next_apply_at = NULL
+     WHERE r.id = $1 AND r.state IN ('received', 'apply_failed')
+    RETURNING r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
+              r.forecast_day, r.adjust_request_id, r.used_current_token
+         INTO m;
+    IF NOT FOUND THEN
+        SELECT r.state INTO v_state FROM elmo_received_message r WHERE r.id = $1;
+        IF v_state IS NULL THEN
+            RAISE EXCEPTION 'elmo_oscp: no received message with id %', $1
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'elmo_unapplied lists the messages waiting to be applied.';
+        END IF;
+        RAISE EXCEPTION 'elmo_oscp: received message % is already %', $1, v_state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only messages in state received or apply_failed can be applied.';
+    END IF;
+
+    IF m.message = 'update_group_capacity_forecast' THEN
+        -- Blocks and forecast in one statement: the aggregate over the blocks'
+        -- RETURNING makes every block row exist before the forecast row, and all
+        -- AFTER ROW triggers (the blocks' FK check, the CSMS's triggers on
+        -- capacity_forecast) fire at the end of the statement, seeing both.
+        v_fid := nextval('capacity_forecast_id_seq');
+        WITH blk AS (
+            INSERT INTO capacity_forecast_block
+                   (forecast_id, block_no, start_time, end_time, capacity, unit, phase)
+            SELECT v_fid, x.n, x.start_time, x.end_time, x.capacity, x.unit, x.phase
+              FROM ROWS FROM (jsonb_to_recordset(m.body->'forecasted_blocks')      -- offsets checked
+                              AS (capacity numeric, unit text, phase text, start_time timestamptz,
+                                  end_time timestamptz))
+                   WITH ORDINALITY AS x(capacity, unit, phase, start_time, end_time, n)
+            RETURNING capacity_forecast_block.start_time AS s, capacity_forecast_block.end_time AS e
+        )
+        INSERT INTO capacity_forecast
+               (id, group_id, forecast_type, kind, forecast_day, received_at, request_id,
+                message_id, payload, starts_at, ends_at)
+        SELECT v_fid, m.group_id, m.body->>'type', m.kind, m.forecast_day, m.received_at, m.request_id,
+               $1, m.body, min(blk.s), max(blk.e)
+          FROM blk;
+
+        IF m.adjust_request_id IS NOT NULL THEN
+            UPDATE elmo_adjust_request a
+               SET state = 'answered', reply_forecast_id = v_fid, closed_at = now()
+             WHERE a.id = m.adjust_request_id AND a.state IN ('pending', 'expired');
+        END IF;
+        PERFORM pg_notify('elmo_capacity_forecast',
+                          json_build_object('id', v_fid, 'group_id', m.group_id, 'kind', m.kind,
+                                            'forecast_day', m.forecast_day)::text);
+
+        -- Last heard (and the previous token retired): never waiting for a
+        -- session that holds the registration row, and once per batch (its
+        -- messages share received_at).  A transaction-local setting remembers
+        -- what was done: '<received_at>' = last heard, '<received_at>+' = and
+        -- the previous token retired (undone with a failed subtransaction).
+        v_state := current_setting('elmo_oscp_inbound.heard', true);
+        IF v_state IS DISTINCT FROM m.received_at::text || '+'
+           AND (v_state IS DISTINCT FROM m.received_at::text OR m.used_current_token) THEN
+            UPDATE elmo_registration g
+               SET last_heard_at = m.received_at,
+                   previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
+             WHERE g.id = (SELECT g2.id FROM elmo_registration g2
+                            WHERE g2.id = 1
+                              AND (g2.last_heard_at IS NULL OR g2.last_heard_at < m.received_at
+                                   OR m.used_current_token AND g2.previous_token IS NOT NULL)
+                              FOR UPDATE SKIP LOCKED);
+            PERFORM set_config('elmo_oscp_inbound.heard',
+                               m.received_at::text || CASE WHEN m.used_current_token THEN '+' ELSE '' END, true);
+        END IF;
+        RETURN;
+    END IF;
+
+    IF m.message = 'heartbeat' THEN
+        UPDATE elmo_registration g
+           SET elmo_offline_mode_at = (m.body->>'offline_mode_at')::timestamptz,
+               last_heard_at = greatest(g.last_heard_at, m.received_at),
+               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
+         WHERE g.id = 1;
+        RETURN;
+    END IF;
+
+    -- register / handshake: the registration row must exist
+    SELECT g.elmo_url INTO v_url FROM elmo_registration g WHERE g.id = 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'elmo_oscp: ELMO sent % but there is no registration', m.message
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Received message %s (X-Request-ID %s).', $1, m.request_id),
+                  HINT = 'Call elmo_register(elmo_url, initial_token) first; then elmo_replay this message.';
+    END IF;
+
+    IF m.message = 'register' AND m.method = 'DELETE' THEN
+        UPDATE elmo_registration g
+           SET state = 'unregistered', connected = false,
+               last_heard_at = greatest(g.last_heard_at, m.received_at),
+               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END,
+               updated_at = now()
+         WHERE g.id = 1
+        RETURNING g.state INTO v_state;
+        v_event := 'unregister';
+
+    ELSIF m.message = 'register' THEN
+        -- the 2.0 entry when offered, else the first
+        SELECT t.v INTO vu
+          FROM jsonb_array_elements(m.body->'version_url') WITH ORDINALITY AS t(v, o)
+         ORDER BY t.v->>'version' = '2.0' DESC, t.o LIMIT 1;
+        UPDATE elmo_registration g
+           SET elmo_token = m.body->>'token',
+               elmo_version = vu->>'version',
+               elmo_base_url = _elmo_resolve_url(v_url, vu->>'base_url'),
+               state = 'registered', registered_at = m.received_at,
+               initial_token = NULL, last_error = NULL,
+               last_heard_at = greatest(g.last_heard_at, m.received_at),
+               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END,
+               updated_at = now()
+         WHERE g.id = 1
+        RETURNING g.state INTO v_state;
+        v_event := CASE m.method WHEN 'PUT' THEN 'register_update' ELSE 'register' END;
+
+    ELSIF m.message = 'handshake' THEN
+        rb := CASE WHEN jsonb_typeof(m.body->'required_behaviour') = 'object' THEN m.body->'required_behaviour'
+                   ELSE jsonb_strip_nulls(jsonb_build_object(
+                            'heartbeat_interval', m.body->'heartbeat_interval',
+                            'measurement_configuration', m.body->'measurement_configuration')) END;
+        UPDATE elmo_registration g
+           SET required_behaviour = rb,
+               heartbeat_interval = round((rb->>'heartbeat_interval')::numeric)::int,
+               handshake_request_id = m.request_id,
+               connected = false,
+               last_heard_at = greatest(g.last_heard_at, m.received_at),
+               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END,
+               updated_at = now()
+         WHERE g.id = 1
+        RETURNING g.state INTO v_state;
+        PERFORM _elmo_enqueue('handshake_acknowledge', '{}', NULL, m.request_id);
+        v_event := 'handshake';
+
+    ELSE
+        RAISE EXCEPTION 'elmo_oscp: cannot apply message "%"', m.message
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM _elmo_registration_changed();
+    PERFORM pg_notify('elmo_registration', json_build_object('state', v_state, 'event', v_event)::text);
+END
+$fn$;
+
+-- Records a failed apply (its subtransaction was rolled back): backoff 2, 4, 8,
+-- ... seconds, never more than a minute; NOTIFY elmo_apply_failed.
+CREATE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    r record;
+BEGIN
+    UPDATE elmo_received_message m
+       SET state = 'apply_failed', apply_attempts = m.apply_attempts + 1,
+           last_sqlstate = $2, last_error = left($3, 2000),
+           next_apply_at = clock_timestamp()
+                           + least(60, power(2, least(m.apply_attempts + 1, 6))) * interval '1 second'
+     WHERE m.id = $1 AND m.state IN ('received', 'apply_failed')
+    RETURNING m.id, m.group_id, m.message INTO r;
+    IF FOUND THEN
+        PERFORM pg_notify('elmo_apply_failed',
+                          json_build_object('id', r.id, 'group_id', r.group_id, 'message', r.message,
+                                            'sqlstate', $2, 'error', left($3, 1000))::text);
+    END IF;
+END
+$fn$;
+
+-- Unapplied messages due now, in receipt order.
+CREATE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
+    LANGUAGE sql VOLATILE AS $$
+    SELECT m.id FROM elmo_received_message m
+     WHERE m.state IN ('received', 'apply_failed')
+       AND (m.next_apply_at IS NULL OR m.next_apply_at <= clock_timestamp())
+     ORDER BY m.id
+     LIMIT lim $$;
+
+-- When the earliest unapplied message is due (in the past when one is due now);
+-- NULL when there is none.
+CREATE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
+    LANGUAGE sql STABLE AS $$
+    SELECT min(coalesce(m.next_apply_at, m.received_at)) FROM elmo_received_message m
+     WHERE m.state IN ('received', 'apply_failed') $$;
+
+-- For GET /health: registration state and inbound backlog; no token, no URL.
+CREATE FUNCTION _elmo_health() RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT jsonb_build_object(
+                        'state', g.state, 'connected', g.connected, 'registered_at', g.registered_at,
+                        'connected_at', g.connected_at, 'last_heard_at', g.last_heard_at,
+                        'elmo_version', g.elmo_version, 'heartbeat_interval', g.heartbeat_interval,
+                        'elmo_offline_mode_at', g.elmo_offline_mode_at)
+                       FROM elmo_registration g WHERE g.id = 1),
+                    '{"state": "none", "connected": false}'::jsonb)
+           || (SELECT jsonb_build_object('unapplied', count(*),
+                                         'apply_failed', count(*) FILTER (WHERE m.state = 'apply_failed'),
+                                         'oldest_unapplied_at', min(m.received_at))
+                 FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')) $$;
+
+-- Purges applied/discarded raw messages older than elmo_oscp.retention (0 or
+-- less: keep them).  Forecasts are kept.
+CREATE FUNCTION _elmo_retention_inbound() RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_keep interval := coalesce(nullif(current_setting('elmo_oscp.retention', true), ''), '7d')::interval;
+BEGIN
+    IF v_keep > interval '0' THEN
+        DELETE FROM elmo_received_message m
+         WHERE m.received_at < now() - v_keep AND m.state IN ('applied', 'discarded');
+    END IF;
+END
+$fn$;
+
+-- ---------------------------------------------------------------- unapplied messages (issue 7)
+
+CREATE VIEW elmo_unapplied AS
+    SELECT m.id, m.message, m.group_id, m.kind, m.state, m.apply_attempts, m.last_sqlstate,
+           m.last_error, m.received_at, now() - m.received_at AS age, m.next_apply_at
+      FROM elmo_received_message m
+     WHERE m.state IN ('received', 'apply_failed')
+     ORDER BY m.id;
+
+-- Applies an unapplied message now, in the caller's transaction (its errors
+-- propagate; the caller's transaction then rolls back and the message stays
+-- as it was).  Returns the new state.
+CREATE FUNCTION elmo_replay(message_id bigint) RETURNS text
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_state text;
+BEGIN
+    SELECT m.state INTO v_state FROM elmo_received_message m WHERE m.id = $1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'elmo_oscp: no received message with id %', $1
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'elmo_unapplied lists the messages waiting to be applied.';
+    END IF;
+    IF v_state NOT IN ('received', 'apply_failed') THEN
+        RAISE EXCEPTION 'elmo_oscp: message % cannot be replayed: it is %', $1, v_state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only messages in state received or apply_failed are applied.',
+                  HINT = 'elmo_unapplied lists the messages waiting to be applied.';
+    END IF;
+    PERFORM _elmo_apply($1);
+    RETURN 'applied';
+END
+$fn$;
+
+-- Gives up on an unapplied message, recording why.
+CREATE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_state text;
+BEGIN
+    UPDATE elmo_received_message m
+       SET state = 'discarded', discarded_reason = $2, next_apply_at = NULL
+     WHERE m.id = $1 AND m.state IN ('received', 'apply_failed');
+    IF NOT FOUND THEN
+        SELECT m.state INTO v_state FROM elmo_received_message m WHERE m.id = $1;
+        IF v_state IS NULL THEN
+            RAISE EXCEPTION 'elmo_oscp: no received message with id %', $1
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'elmo_unapplied lists the messages waiting to be applied.';
+        END IF;
+        RAISE EXCEPTION 'elmo_oscp: message % cannot be discarded: it is %', $1, v_state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only messages in state received or apply_failed can be discarded.';
+    END IF;
+END
+$fn$;
+
+-- ---------------------------------------------------------------- privileges
+
+REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, text),
+                       _elmo_applies_due(int), _elmo_next_apply_at(), _elmo_health(),
+                       _elmo_retention_inbound(),
+                       elmo_replay(bigint), elmo_discard(bigint, text)
+    FROM PUBLIC;

@@ -1,0 +1,127 @@
+-- The capacity in force (decisions §5): resolved from the stored forecasts
+-- each time it is read, so it is always ELMO's rule applied to everything
+-- received so far.  It is what the CSMS reads: granted to PUBLIC.
+
+-- ---------------------------------------------------------------- capacity in force (decisions §5)
+
+-- What gives the capacity at an instant: the lowest of the plan (the covering
+-- block of the most recently received day_ahead/additional_reply among those
+-- covering it), every covering emergency block, the contract capacity.  Ties:
+-- emergency, then plan, then contract.  All NULL when nothing is known.
+-- Capacities are compared as sent (ELMO always sends KW).
+CREATE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
+        OUT capacity numeric, OUT unit text, OUT kind text, OUT forecast_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET plan_cache_mode = force_generic_plan    -- planning would cost 5x the lookup
+    AS $fn$
+BEGIN
+    SELECT c.capacity, c.unit, c.kind, c.forecast_id INTO capacity, unit, kind, forecast_id FROM (
+        (SELECT b.capacity, b.unit, f.kind, f.id AS forecast_id, 2 AS prio, f.received_at
+           FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
+          WHERE f.group_id = $1 AND f.kind IN ('day_ahead', 'additional_reply')
+            AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
+            AND coalesce(f.starts_at, '-infinity'::timestamptz) <= $2
+            AND b.start_time <= $2 AND b.end_time > $2
+          ORDER BY f.received_at DESC, f.id DESC
+          LIMIT 1)
+        UNION ALL
+        SELECT b.capacity, b.unit, f.kind, f.id, 1, f.received_at
+          FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
+         WHERE f.group_id = $1 AND f.kind = 'emergency'
+           AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
+           AND coalesce(f.starts_at, '-infinity'::timestamptz) <= $2
+           AND b.start_time <= $2 AND b.end_time > $2
+        UNION ALL
+        SELECT s.contract_capacity_kw, 'KW', 'contract', NULL::bigint, 3, NULL::timestamptz
+          FROM elmo_group_settings s
+         WHERE s.group_id = $1 AND s.contract_capacity_kw IS NOT NULL
+    ) c
+    ORDER BY c.capacity, c.prio, c.received_at DESC NULLS LAST, c.forecast_id DESC
+    LIMIT 1;
+END
+$fn$;
+
+-- The capacity in force for a group at an instant (NULL: nothing known).
+CREATE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
+    LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
+
+-- The resolved schedule of a local day: contiguous, non-overlapping segments,
+-- equal neighbours merged, unknown stretches left out.
+CREATE FUNCTION elmo_capacity_schedule(group_id text, day date)
+    RETURNS TABLE(start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
+                  kind text, forecast_id bigint)
+    LANGUAGE sql STABLE AS $$
+    WITH d AS (
+        SELECT _elmo_day_start($2) AS d0, _elmo_day_start($2 + 1) AS d1
+    ), pts AS (
+        SELECT d.d0 AS p FROM d
+        UNION SELECT d.d1 FROM d
+        UNION SELECT v.x
+                FROM d, capacity_forecast f
+                JOIN capacity_forecast_block b ON b.forecast_id = f.id,
+                     LATERAL (VALUES (b.start_time), (b.end_time)) AS v(x)
+               WHERE f.group_id = $1
+                 AND coalesce(f.ends_at, 'infinity'::timestamptz) > d.d0
+                 AND coalesce(f.starts_at, '-infinity'::timestamptz) < d.d1
+                 AND v.x > d.d0 AND v.x < d.d1
+    ), seg AS (
+        SELECT pts.p AS s, lead(pts.p) OVER (ORDER BY pts.p) AS e FROM pts
+    ), res AS (
+        SELECT seg.s, seg.e, r.capacity AS c, r.unit AS u, r.kind AS k, r.forecast_id AS fid
+          FROM seg CROSS JOIN LATERAL _elmo_capacity_resolve($1, seg.s) r
+         WHERE seg.e IS NOT NULL AND r.capacity IS NOT NULL
+    ), brk AS (
+        SELECT res.*,
+               CASE WHEN lag(res.e) OVER w = res.s AND lag(res.c) OVER w = res.c
+                         AND lag(res.u) OVER w = res.u AND lag(res.k) OVER w = res.k
+                         AND lag(res.fid) OVER w IS NOT DISTINCT FROM res.fid
+                    THEN 0 ELSE 1 END AS nb
+          FROM res WINDOW w AS (ORDER BY res.s)
+    ), grp AS (
+        SELECT brk.*, sum(brk.nb) OVER (ORDER BY brk.s) AS g FROM brk
+    )
+    SELECT min(grp.s), max(grp.e), grp.c, grp.u, grp.k, grp.fid
+      FROM grp
+     GROUP BY grp.g, grp.c, grp.u, grp.k, grp.fid
+     ORDER BY 1 $$;
+
+-- The next instant after `at` at which the capacity, kind or forecast in force
+-- changes, as far as is known (NULL: no change known).
+CREATE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
+                                     capacity numeric, kind text, forecast_id bigint)
+    RETURNS timestamptz
+    LANGUAGE sql STABLE AS $$
+    SELECT p.t
+      FROM (SELECT DISTINCT v.x AS t
+              FROM capacity_forecast f
+              JOIN capacity_forecast_block b ON b.forecast_id = f.id,
+                   LATERAL (VALUES (b.start_time), (b.end_time)) AS v(x)
+             WHERE f.group_id = $1 AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
+               AND v.x > $2) p
+      LEFT JOIN LATERAL _elmo_capacity_resolve($1, p.t) r ON true
+     WHERE (r.capacity, r.kind, r.forecast_id) IS DISTINCT FROM ($3, $4, $5)
+     ORDER BY p.t
+     LIMIT 1 $$;
+
+-- The capacity in force now for every group with forecasts or settings.
+CREATE VIEW elmo_capacity_now AS
+    WITH RECURSIVE fg(group_id) AS (      -- distinct groups, by skipping through the index
+        (SELECT f.group_id FROM capacity_forecast f ORDER BY f.group_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT f.group_id FROM capacity_forecast f
+                 WHERE f.group_id > fg.group_id ORDER BY f.group_id LIMIT 1)
+          FROM fg WHERE fg.group_id IS NOT NULL
+    ), g AS (
+        SELECT fg.group_id FROM fg WHERE fg.group_id IS NOT NULL
+        UNION
+        SELECT s.group_id FROM elmo_group_settings s
+    )
+    SELECT g.group_id, r.capacity, r.kind, r.forecast_id,
+           _elmo_capacity_until(g.group_id, now(), r.capacity, r.kind, r.forecast_id) AS until
+      FROM g LEFT JOIN LATERAL _elmo_capacity_resolve(g.group_id, now()) r ON true;
+
+-- ---------------------------------------------------------------- privileges
+
+GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date)
+    TO PUBLIC;
+GRANT SELECT ON elmo_capacity_now TO PUBLIC;

@@ -1,0 +1,499 @@
+-- Outbound: every message this CSMS sends to ELMO.
+--
+-- A public function queues a message (elmo_outbox) in the caller's transaction
+-- and wakes the worker at commit.  The worker (src/sender.c) claims due rows
+-- (_elmo_claim), sends them with libcurl with no transaction open, and records
+-- each outcome (_elmo_record).  Message states:
+--
+--   queued ──claim──> sending ──2xx──> delivered
+--     ^                  │ 429/5xx/network ─> queued (backoff) … or failed (max_attempts, max_retry_age)
+--     │                  │ 403 "not connected" ─> waiting_for_handshake
+--     │                  │ 401, 403 bad token ─> held   (registration locked_out)
+--     │                  └ other 4xx ─> failed   (ELMO's message kept)
+--     └── release: waiting_for_handshake when our handshake_acknowledge is accepted;
+--                  held when the registration changes (new register, ELMO's register)
+--
+-- A business message (anything but register, handshake_acknowledge and the
+-- testbed's trigger-callback) is never sent before ELMO accepted our
+-- handshake_acknowledge: the claim parks it as waiting_for_handshake instead.
+-- One message per group is in flight, in queue order; the same X-Request-ID is
+-- used on every attempt.
+--
+-- This file is the outbox itself; the public functions that queue messages are
+-- 06_api.sql, the worker's periodic jobs 07_housekeeping.sql.
+
+-- ---------------------------------------------------------------- schema additions
+
+-- md5 of the token the last attempt was authorized with: a 401/403 answer to a
+-- token that has been rotated since the request left is a retry, not a lock-out.
+ALTER TABLE elmo_outbox ADD COLUMN token_fingerprint text;
+
+-- elmo_status() counts failed messages without scanning delivered history.
+CREATE INDEX elmo_outbox_failed ON elmo_outbox (id) WHERE state = 'failed';
+
+-- When the worker last ran its periodic jobs (usage_report, heartbeat, retention).
+CREATE TABLE elmo_timer (
+    name            text PRIMARY KEY,
+    last_run_at     timestamptz NOT NULL
+);
+REVOKE ALL ON elmo_timer FROM PUBLIC;
+
+-- Groups the last automatic usage report left out, and why (view elmo_usage_skipped).
+CREATE TABLE _elmo_usage_skip (
+    group_id        text PRIMARY KEY,
+    kwh             numeric,
+    last_kwh        numeric,
+    reason          text NOT NULL,
+    skipped_at      timestamptz NOT NULL
+);
+REVOKE ALL ON _elmo_usage_skip FROM PUBLIC;
+
+-- ---------------------------------------------------------------- helpers
+
+-- A setting of ours, '' and unset read as the default.
+CREATE FUNCTION _elmo_conf(name text, dflt text) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(nullif(current_setting('elmo_oscp.' || name, true), ''), dflt) $$;
+
+-- 'abcd…wxyz': enough to tell tokens apart, never enough to use one.
+CREATE FUNCTION _elmo_mask(token text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE WHEN token IS NULL THEN NULL
+                WHEN length(token) < 16 THEN '…'
+                ELSE left(token, 4) || '…' || right(token, 4) END
+    $$;
+
+-- ELMO refuses these before our handshake_acknowledge was accepted (spec, capture 05a).
+CREATE FUNCTION _elmo_is_business(message text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT
+    AS $$ SELECT message NOT IN ('register', 'handshake_acknowledge')
+                 AND message NOT LIKE 'trigger-callback/%' $$;
+
+-- The token an outbox row is authorized with (capture 54a/54b: before ELMO's
+-- register arrives, the initial token still works).
+CREATE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE auth
+             WHEN 'initial' THEN coalesce(r.initial_token, r.elmo_token)
+             WHEN 'elmo' THEN coalesce(r.elmo_token, r.initial_token)
+             WHEN 'ours' THEN r.our_token
+           END
+    $$;
+
+-- ELMO's error text from its answer {"message": "..." | ["...", ...], "error", "statusCode"}.
+CREATE FUNCTION _elmo_error_message(body text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    j jsonb;
+BEGIN
+    IF body IS NULL OR body !~ '^\s*\{' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        j := body::jsonb;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
+    RETURN CASE jsonb_typeof(j -> 'message')
+             WHEN 'string' THEN j ->> 'message'
+             WHEN 'array' THEN (SELECT string_agg(m, '; ') FROM jsonb_array_elements_text(j -> 'message') m)
+           END;
+END;
+$$;
+
+-- Replace every token this registration knows of by ***.
+CREATE FUNCTION _elmo_scrub(s text, r elmo_registration) RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    t text;
+BEGIN
+    IF s IS NULL OR s = '' OR r IS NULL THEN
+        RETURN s;
+    END IF;
+    FOREACH t IN ARRAY ARRAY[r.our_token, r.previous_token, r.elmo_token, r.initial_token] LOOP
+        IF t IS NOT NULL AND length(t) >= 8 THEN
+            s := replace(s, t, '***');
+        END IF;
+    END LOOP;
+    RETURN s;
+END;
+$$;
+
+-- The token a register or trigger-callback body carries, replaced by ***.
+CREATE FUNCTION _elmo_scrub_body(message text, body text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    secret text;
+    masked text;
+BEGIN
+    BEGIN
+        IF message = 'register' THEN
+            secret := body::jsonb ->> 'token';
+            masked := '***';
+        ELSIF message LIKE 'trigger-callback/%' THEN
+            secret := body::jsonb -> 'header' ->> 'authorization';
+            masked := 'Token ***';
+        END IF;
+    EXCEPTION WHEN others THEN
+        RETURN body;
+    END;
+    IF secret IS NULL OR secret IN ('', '***', 'Token ***') THEN
+        RETURN body;
+    END IF;
+    RETURN replace(body, to_json(secret)::text, to_json(masked)::text);
+END;
+$$;
+
+-- scheme://host[:port] of a URL.
+CREATE FUNCTION _elmo_url_origin(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    AS $$ SELECT substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*') $$;
+
+-- The register body, keys in ELMO's order (capture 02).
+CREATE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT '{"token":' || to_json(token)::text
+           || ',"version_url":[{"version":"2.0","base_url":' || to_json(public_url)::text || '}]}'
+    $$;
+
+-- Warn when ELMO's base_url rule would refuse our URL (captures 01a–01d).
+CREATE FUNCTION _elmo_check_public_url(public_url text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF public_url !~ '^https://[a-zA-Z0-9./-]*[^/]$' THEN
+        RAISE WARNING 'the real ELMO will refuse this public_url: %', public_url
+            USING DETAIL = 'ELMO accepts only ^https://[a-zA-Z0-9./-]*[^/]$: https, no port, no "_", no trailing "/".',
+                  HINT = 'Use the https URL on port 443 that ELMO reaches (a reverse proxy may forward it to elmo_oscp.port); a local simulator may accept it anyway.';
+    END IF;
+END;
+$$;
+
+-- The registration row (locked when for_update); raises when there is none.
+-- Business messages do not lock it: the worker updates it.
+CREATE FUNCTION _elmo_registration(for_update boolean DEFAULT false) RETURNS elmo_registration
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r elmo_registration;
+BEGIN
+    IF for_update THEN
+        SELECT * INTO r FROM elmo_registration WHERE id = 1 FOR UPDATE;
+    ELSE
+        SELECT * INTO r FROM elmo_registration WHERE id = 1;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'this CSMS is not registered with ELMO'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Messages to ELMO need the URL and tokens a registration provides.',
+                  HINT = 'Call elmo_register(elmo_url, initial_token) with the initial token from ELMO''s administrator.';
+    END IF;
+    RETURN r;
+END;
+$$;
+
+-- NOTIFY elmo_registration, as the inbound side does: {"state", "event", "connected", "error"}.
+CREATE FUNCTION _elmo_notify_registration(event text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    SELECT pg_notify('elmo_registration',
+                     json_build_object('state', r.state, 'event', event, 'connected', r.connected,
+                                       'error', r.last_error)::text)
+      FROM elmo_registration r WHERE r.id = 1
+    $$;
+
+-- ---------------------------------------------------------------- delivery machinery
+
+CREATE FUNCTION _elmo_enqueue(message text, body text, group_id text DEFAULT NULL,
+                              correlation_id text DEFAULT NULL, method text DEFAULT 'POST',
+                              url text DEFAULT NULL, auth text DEFAULT 'elmo')
+    RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF method NOT IN ('POST', 'PUT', 'DELETE') THEN
+        RAISE EXCEPTION 'unsupported method for a message to ELMO: %', method
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO elmo_outbox (message, method, group_id, url, auth, correlation_id, body)
+    VALUES (_elmo_enqueue.message, _elmo_enqueue.method, _elmo_enqueue.group_id, _elmo_enqueue.url,
+            _elmo_enqueue.auth, _elmo_enqueue.correlation_id, _elmo_enqueue.body)
+    RETURNING id INTO new_id;
+    PERFORM _elmo_wake();
+    RETURN new_id;
+END;
+$$;
+
+-- Called after anything changed the registration (ELMO's register, handshake,
+-- unregister; elmo_register): release what the new state allows.
+CREATE FUNCTION _elmo_registration_changed() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r elmo_registration;
+    n bigint := 0;
+    k bigint;
+BEGIN
+    SELECT * INTO r FROM elmo_registration WHERE id = 1;
+    IF NOT FOUND OR r.state = 'locked_out' THEN
+        RETURN;
+    END IF;
+    UPDATE elmo_outbox SET state = 'queued', next_attempt_at = now()
+     WHERE state = 'held';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF r.connected THEN
+        UPDATE elmo_outbox SET state = 'queued', next_attempt_at = now()
+         WHERE state = 'waiting_for_handshake';
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END IF;
+    IF n > 0 THEN
+        PERFORM _elmo_wake();
+    END IF;
+END;
+$$;
+
+-- Due messages, oldest first; per group only the oldest undelivered one, and
+-- register messages one at a time in order.  Marks them 'sending'.
+CREATE FUNCTION _elmo_claim(lim int)
+    RETURNS TABLE(id bigint, method text, url text, authorization text,
+                  request_id text, correlation_id text, body text)
+    LANGUAGE plpgsql
+    -- A queue's statistics are always stale: walk the due index in order and
+    -- stop after lim rows, never sort every due row.
+    SET enable_seqscan = off SET enable_bitmapscan = off
+    AS $$
+DECLARE
+    r elmo_registration;
+    have_reg boolean;
+    locked boolean;
+    connected boolean;
+BEGIN
+    SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
+    have_reg := FOUND;
+    locked := NOT have_reg OR r.state = 'locked_out';
+    connected := have_reg AND r.connected;
+
+    -- Park what may not go now: no retry storm against ELMO's 403.
+    IF locked OR NOT connected THEN
+        UPDATE elmo_outbox o
+           SET state = CASE WHEN NOT have_reg OR (locked AND o.auth <> 'ours') THEN 'held'
+                            ELSE 'waiting_for_handshake' END
+         WHERE o.state = 'queued' AND o.next_attempt_at <= now()
+           AND (NOT have_reg
+                OR (locked AND o.auth <> 'ours')
+                OR (NOT connected AND _elmo_is_business(o.message)));
+    END IF;
+
+    RETURN QUERY
+    WITH cand AS (
+        SELECT o.id
+          FROM elmo_outbox o
+         WHERE o.state = 'queued' AND o.next_attempt_at <= now()
+           AND have_reg
+           AND NOT (locked AND o.auth <> 'ours')
+           AND (connected OR NOT _elmo_is_business(o.message))
+           AND (o.group_id IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM elmo_outbox p
+                    WHERE p.group_id = o.group_id AND p.id < o.id
+                      AND p.state NOT IN ('delivered', 'failed')))
+           AND (o.message <> 'register' OR NOT EXISTS (
+                   SELECT 1 FROM elmo_outbox p
+                    WHERE p.group_id IS NULL AND p.message = 'register' AND p.id < o.id
+                      AND p.state NOT IN ('delivered', 'failed')))
+         ORDER BY o.next_attempt_at, o.id
+         LIMIT lim
+           FOR UPDATE OF o SKIP LOCKED
+    ), upd AS (
+        UPDATE elmo_outbox o
+           SET state = 'sending', attempts = o.attempts + 1, sent_at = now(),
+               token_fingerprint = md5(_elmo_token_for(r, o.auth))
+          FROM cand
+         WHERE o.id = cand.id
+        RETURNING o.id, o.method, o.message, o.url, o.auth, o.request_id, o.correlation_id, o.body
+    )
+    SELECT u.id, u.method,
+           coalesce(u.url, rtrim(coalesce(r.elmo_base_url, r.elmo_url), '/') || '/' || u.message),
+           'Token ' || _elmo_token_for(r, u.auth),
+           u.request_id, u.correlation_id, u.body
+      FROM upd u;
+END;
+$$;
+
+-- Exponential backoff with jitter: 0.5–1 s after the first attempt, doubling, at most 5 min.
+CREATE FUNCTION _elmo_backoff(attempts int) RETURNS interval
+    LANGUAGE sql VOLATILE
+    AS $$
+    SELECT make_interval(secs => least(300.0, power(2.0, greatest(attempts, 1) - 1))
+                                 * (0.5 + random() * 0.5))
+    $$;
+
+-- One outcome (http_status 0: no HTTP answer; error: curl's message).
+CREATE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    m elmo_outbox;
+    r elmo_registration;
+    resp text := nullif(left(_elmo_record.response_body, 8192), '');
+    elmo_msg text;
+    err text;
+    st int := coalesce(_elmo_record.http_status, 0);
+BEGIN
+    -- ---- 2xx: delivered (the hot path: one statement)
+    IF st BETWEEN 200 AND 299 THEN
+        IF resp IS NOT NULL THEN
+            SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
+            resp := left(_elmo_scrub(resp, r), 2048);
+        END IF;
+        UPDATE elmo_outbox o
+           SET state = 'delivered', last_status = st, last_error = NULL, response_body = resp,
+               timing = _elmo_record.timing, delivered_at = now(),
+               body = CASE WHEN o.message = 'register' OR o.message LIKE 'trigger-callback/%'
+                           THEN _elmo_scrub_body(o.message, o.body) ELSE o.body END
+         WHERE o.id = _elmo_record.id AND o.state = 'sending'
+        RETURNING o.* INTO m;
+        IF NOT FOUND THEN
+            RETURN;     -- purged, or recorded already (a recovery raced us)
+        END IF;
+        IF m.message = 'handshake_acknowledge' THEN
+            UPDATE elmo_registration g
+               SET connected = true, connected_at = now(), updated_at = now(),
+                   last_error = CASE WHEN g.state = 'locked_out' THEN g.last_error END
+             WHERE g.id = 1;
+            PERFORM _elmo_registration_changed();
+            PERFORM _elmo_notify_registration('connected');
+        ELSIF m.message = 'register' AND m.method = 'DELETE' THEN
+            UPDATE elmo_registration g
+               SET state = 'unregistered', connected = false, updated_at = now(), last_error = NULL
+             WHERE g.id = 1;
+            PERFORM _elmo_notify_registration('unregistered');
+        END IF;
+        RETURN;
+    END IF;
+
+    SELECT * INTO m FROM elmo_outbox o WHERE o.id = _elmo_record.id FOR UPDATE;
+    IF NOT FOUND OR m.state <> 'sending' THEN
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
+    IF resp IS NOT NULL THEN
+        resp := left(_elmo_scrub(resp, r), 2048);
+    END IF;
+
+    elmo_msg := _elmo_error_message(resp);
+    err := CASE WHEN st = 0 THEN coalesce(nullif(_elmo_record.error, ''), 'no answer')
+                ELSE 'HTTP ' || st || ': ' || coalesce(elmo_msg, nullif(left(resp, 200), ''),
+                                                         nullif(_elmo_record.error, ''), 'no body') END;
+
+    -- ---- 429, 5xx, no answer: retry with backoff, until the limits
+    IF st = 0 OR st = 429 OR st >= 500 THEN
+        IF m.attempts >= _elmo_conf('max_attempts', '50')::int
+           OR now() - m.created_at >= _elmo_conf('max_retry_age', '1d')::interval THEN
+            err := 'gave up after ' || m.attempts || ' attempts: ' || err;
+        ELSE
+            UPDATE elmo_outbox o
+               SET state = 'queued', next_attempt_at = now() + _elmo_backoff(m.attempts),
+                   last_status = nullif(st, 0), last_error = err, response_body = resp,
+                   timing = _elmo_record.timing
+             WHERE o.id = m.id;
+            RETURN;
+        END IF;
+
+    -- ---- 401, 403 bad token: locked out (unless the token changed meanwhile)
+    ELSIF st = 401 OR (st = 403 AND (elmo_msg ILIKE '%Invalid authorization token%'
+                                     OR elmo_msg ILIKE '%authorization token prefix%')) THEN
+        IF m.token_fingerprint IS DISTINCT FROM md5(_elmo_token_for(r, m.auth)) THEN
+            UPDATE elmo_outbox o
+               SET state = 'queued', next_attempt_at = now(), last_status = st,
+                   last_error = err || ' (the token changed since: retrying with the new one)',
+                   response_body = resp, timing = _elmo_record.timing
+             WHERE o.id = m.id;
+            RETURN;
+        END IF;
+        UPDATE elmo_outbox o
+           SET state = 'held', last_status = st, last_error = err, response_body = resp,
+               timing = _elmo_record.timing
+         WHERE o.id = m.id;
+        UPDATE elmo_outbox o SET state = 'held'
+         WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
+        UPDATE elmo_registration g
+           SET state = 'locked_out', updated_at = now(),
+               last_error = 'ELMO refused our ' || m.message || ' (' || err || '). ELMO no longer accepts '
+                            || CASE m.auth WHEN 'initial' THEN 'the initial token' ELSE 'the token it gave us' END
+                            || '. Ask ELMO''s administrator for a new initial token, then run '
+                            || 'SELECT elmo_register(' || quote_literal(g.elmo_url) || ', ''<new initial token>'');'
+         WHERE g.id = 1;
+        PERFORM _elmo_notify_registration('locked_out');
+        RETURN;
+
+    -- ---- 403 not connected: wait for our handshake_acknowledge
+    ELSIF st = 403 AND elmo_msg ILIKE '%is not connected%' THEN
+        IF r.connected AND r.connected_at > m.sent_at THEN
+            -- our acknowledge was accepted while this one was on its way: go again
+            UPDATE elmo_outbox o
+               SET state = 'queued', next_attempt_at = now(), last_status = st, last_error = err,
+                   response_body = resp, timing = _elmo_record.timing
+             WHERE o.id = m.id;
+            RETURN;
+        END IF;
+        UPDATE elmo_outbox o
+           SET state = 'waiting_for_handshake', last_status = st, last_error = err,
+               response_body = resp, timing = _elmo_record.timing
+         WHERE o.id = m.id;
+        IF r.connected THEN
+            UPDATE elmo_registration g
+               SET connected = false, updated_at = now(),
+                   last_error = 'ELMO says this CSMS is not connected (' || err || ')'
+             WHERE g.id = 1;
+            PERFORM _elmo_notify_registration('not_connected');
+        END IF;
+        RETURN;
+    END IF;
+
+    -- ---- anything else (400, 404, …) or out of attempts: failed
+    UPDATE elmo_outbox o
+       SET state = 'failed', last_status = nullif(st, 0), last_error = err, response_body = resp,
+           timing = _elmo_record.timing,
+           body = CASE WHEN m.message = 'register' OR m.message LIKE 'trigger-callback/%'
+                       THEN _elmo_scrub_body(m.message, o.body) ELSE o.body END
+     WHERE o.id = m.id;
+    IF m.message = 'adjust_group_capacity_forecast' THEN
+        UPDATE elmo_adjust_request a SET state = 'failed', closed_at = now()
+         WHERE a.outbox_id = m.id AND a.state = 'pending';
+    ELSIF m.message = 'register' AND m.id = r.register_outbox_id THEN
+        UPDATE elmo_registration g
+           SET last_error = 'ELMO did not accept our register (' || err || ')', updated_at = now()
+         WHERE g.id = 1;
+        PERFORM _elmo_notify_registration('register_failed');
+    END IF;
+END;
+$$;
+
+-- The next retry due after now (NULL: none).  Rows due now are the claim's business.
+CREATE FUNCTION _elmo_next_attempt_at() RETURNS timestamptz
+    LANGUAGE sql STABLE
+    AS $$ SELECT min(next_attempt_at) FROM elmo_outbox WHERE state = 'queued' AND next_attempt_at > now() $$;
+
+-- At worker start: what was in flight when the worker stopped goes again (same X-Request-ID).
+CREATE FUNCTION _elmo_recover() RETURNS void
+    LANGUAGE sql
+    AS $$ UPDATE elmo_outbox SET state = 'queued', next_attempt_at = now() WHERE state = 'sending' $$;
+
+-- ---------------------------------------------------------------- privileges
+
+-- Machinery: the public functions and the worker call it, nobody else.
+REVOKE ALL ON FUNCTION
+    _elmo_enqueue(text, text, text, text, text, text, text), _elmo_registration_changed(),
+    _elmo_claim(int), _elmo_record(bigint, int, text, text, jsonb), _elmo_recover(),
+    _elmo_registration(boolean)
+  FROM PUBLIC;
