@@ -76,11 +76,13 @@ if [ $MODE = simulator ]; then
   pass "ELMO simulator on $ELMO_URL; both clocks at $(val "SELECT to_char(now() AT TIME ZONE 'Asia/Taipei', 'YYYY-MM-DD HH24:MI')") Taipei time"
 fi
 
-# The CSMS side of the demo: stations, chargers and a trigger that reacts to
-# every forecast (examples/csms.sql when present, else a one-line log).
-if [ -f examples/csms.sql ]; then
-  psql -Xq -v ON_ERROR_STOP=1 -f examples/csms.sql >/dev/null || fail "examples/csms.sql did not load"
-fi
+# The CSMS side of the demo: the example CSMS (examples/csms.sql: stations,
+# chargers, per-charger limits from a trigger on capacity_forecast), and a
+# one-line log of what its trigger saw.
+psql -Xq -v ON_ERROR_STOP=1 -f examples/csms.sql >/dev/null || fail "examples/csms.sql did not load"
+val "INSERT INTO csms.station VALUES ('$GROUP', 'Demo station');
+     INSERT INTO csms.charger (charger_id, station_id, max_kw) VALUES
+       ('CP-1', '$GROUP', 50), ('CP-2', '$GROUP', 50), ('CP-3', '$GROUP', 22), ('CP-4', '$GROUP', 7.4);" >/dev/null
 val "CREATE TABLE demo_csms_log (at timestamptz DEFAULT now(), forecast_id bigint, kind text,
                                  blocks int, starts timestamptz, capacity_then numeric);
      CREATE FUNCTION demo_csms_react() RETURNS trigger LANGUAGE plpgsql AS \$\$
@@ -159,6 +161,14 @@ check "the trigger ran for each forecast" \
 show "SELECT to_char(at AT TIME ZONE 'Asia/Taipei', 'HH24:MI:SS') AS local_time, forecast_id, kind, blocks,
              to_char(starts AT TIME ZONE 'Asia/Taipei', 'MM-DD HH24:MI') AS starts_local, capacity_then AS kw_when_it_starts
         FROM demo_csms_log ORDER BY at"
+
+check "examples/csms.sql split the capacity in force over the station's chargers" \
+      "(SELECT sum(limit_kw) FROM csms.limits_at(now()) WHERE station_id = '$GROUP') BETWEEN 49 AND 50"
+show "SELECT charger_id, limit_kw AS kw_now, limit_a AS amps_per_phase, kind,
+             to_char(valid_to AT TIME ZONE 'Asia/Taipei', 'MM-DD HH24:MI') AS until_local
+        FROM csms.limits_at(now()) WHERE station_id = '$GROUP' ORDER BY charger_id"
+show "SELECT charger_id, limit_kw AS kw_tomorrow_noon FROM csms.limits_at(_elmo_day_start(_elmo_local_day(now()) + 1) + interval '12 hours')
+       WHERE station_id = '$GROUP' ORDER BY charger_id"
 
 step "Status"
 show "SELECT listening, requests_2xx, requests_4xx, messages_received, messages_sent, registration_state FROM elmo_status()"
