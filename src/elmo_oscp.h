@@ -83,6 +83,9 @@ extern bool elmo_loaded_by_preload(void);
 extern PGDLLEXPORT void elmo_worker_main(Datum arg);
 extern volatile sig_atomic_t elmo_got_sighup;
 extern void elmo_abort_after_error(const char *where);
+extern void elmo_xact_begin(const char *activity);
+extern void elmo_xact_commit(void);
+extern TimestampTz elmo_spi_timestamp(const char *sql);
 
 /* ---- http_server.c: libmicrohttpd without internal threads ---- */
 /*

@@ -230,15 +230,11 @@ run_batch(Receipt *rc, int n)
 	ready = elmo_shared->extension_ready;
 	SpinLockRelease(&elmo_shared->mutex);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	PG_TRY();
 	{
 		TimestampTz deadline;
 
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "elmo_oscp: receiving");
+		elmo_xact_begin("elmo_oscp: receiving");
 
 		for (int i = 0; i < n; i++)
 		{
@@ -320,10 +316,7 @@ run_batch(Receipt *rc, int n)
 				overloaded_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
 		}
 
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		elmo_xact_commit();
 	}
 	PG_CATCH();
 	{
@@ -413,18 +406,15 @@ inbound_retry_applies(void)
 		volatile TimestampTz next = 0;
 		volatile bool more = false;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
 		PG_TRY();
 		{
-			bool		isnull;
-			Datum		d;
-
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
+			elmo_xact_begin(NULL);
+			id = 0;
 			if (SPI_execute("SELECT _elmo_applies_due(1)", false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			{
-				d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+				bool		isnull;
+				Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
 				if (!isnull)
 					id = DatumGetInt64(d);
 			}
@@ -434,16 +424,9 @@ inbound_retry_applies(void)
 				apply_one(id, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout), true);
 				more = true;
 			}
-			else if (SPI_execute("SELECT _elmo_next_apply_at()", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			{
-				d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-				if (!isnull)
-					next = DatumGetTimestampTz(d);
-			}
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			else
+				next = elmo_spi_timestamp("SELECT _elmo_next_apply_at()");
+			elmo_xact_commit();
 		}
 		PG_CATCH();
 		{

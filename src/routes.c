@@ -223,12 +223,9 @@ routes_reload_tokens(void)
 	if (gen == tokens_generation)
 		return;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	PG_TRY();
 	{
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		elmo_xact_begin(NULL);
 		if (SPI_execute("SELECT our_token, previous_token FROM elmo_registration", true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 		{
@@ -238,9 +235,7 @@ routes_reload_tokens(void)
 			cur = c ? strdup(c) : NULL;
 			prev = p ? strdup(p) : NULL;
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		elmo_xact_commit();
 		tokens_generation = gen;
 	}
 	PG_CATCH();

@@ -71,25 +71,6 @@ extension_ready(void)
 /* ---------------------------------------------------------------- SQL side */
 
 static void
-xact_begin(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-xact_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-static void
 sql_failed(void)
 {
 	elmo_abort_after_error("sender");
@@ -218,12 +199,12 @@ requeue_one(int64 id)
 		Oid			types[1] = {INT8OID};
 		Datum		values[1] = {Int64GetDatum(id)};
 
-		xact_begin("elmo_oscp: requeueing a delivery");
+		elmo_xact_begin("elmo_oscp: requeueing a delivery");
 		SPI_execute_with_args("UPDATE elmo_outbox SET state = 'queued', "
 							  "next_attempt_at = now() + interval '1 min' "
 							  "WHERE id = $1 AND state = 'sending'",
 							  1, types, values, NULL, false, 0);
-		xact_commit();
+		elmo_xact_commit();
 	}
 	PG_CATCH();
 	{
@@ -247,10 +228,10 @@ record_alone(Transfer *t)
 
 	PG_TRY();
 	{
-		xact_begin("elmo_oscp: recording a delivery");
+		elmo_xact_begin("elmo_oscp: recording a delivery");
 		prepare_plans();
 		record_one(t);
-		xact_commit();
+		elmo_xact_commit();
 		ok = true;
 	}
 	PG_CATCH();
@@ -345,14 +326,14 @@ db_turn(bool do_claim, int lim)
 
 	PG_TRY();
 	{
-		xact_begin(do_claim ? "elmo_oscp: recording deliveries, claiming messages"
+		elmo_xact_begin(do_claim ? "elmo_oscp: recording deliveries, claiming messages"
 				   : "elmo_oscp: recording deliveries");
 		prepare_plans();
 		if (had_finished)
 			record_all();
 		if (do_claim)
 			claim_rows(lim);
-		xact_commit();
+		elmo_xact_commit();
 		ok = true;
 	}
 	PG_CATCH();
@@ -389,11 +370,11 @@ recover(void)
 
 	PG_TRY();
 	{
-		xact_begin("elmo_oscp: requeueing interrupted deliveries");
+		elmo_xact_begin("elmo_oscp: requeueing interrupted deliveries");
 		prepare_plans();
 		if (SPI_execute("SELECT _elmo_recover()", false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "elmo_oscp: _elmo_recover failed");
-		xact_commit();
+		elmo_xact_commit();
 		ok = true;
 	}
 	PG_CATCH();

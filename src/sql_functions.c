@@ -44,6 +44,17 @@ wake_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+static void
+wake_worker_at_commit(void)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
 /*
  * Raise unless messages queued here can ever be delivered; then make sure
  * the worker is woken the moment this transaction commits (not polled).
@@ -74,12 +85,7 @@ elmo_wake(PG_FUNCTION_ARGS)
 				 errhint("Connect to database \"%s\", or set elmo_oscp.database and restart the server.",
 						 elmo_database)));
 
-	if (!callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		callback_registered = true;
-	}
-	wake_at_commit = true;
+	wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -89,12 +95,7 @@ elmo_kick(PG_FUNCTION_ARGS)
 {
 	if (elmo_shared == NULL)
 		PG_RETURN_VOID();
-	if (!callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		callback_registered = true;
-	}
-	wake_at_commit = true;
+	wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
 

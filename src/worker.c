@@ -84,6 +84,43 @@ elmo_abort_after_error(const char *where)
 }
 
 /*
+ * A short transaction of the worker's own, with SPI and a snapshot.  Call
+ * both inside PG_TRY, with elmo_abort_after_error() in the PG_CATCH.
+ */
+void
+elmo_xact_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (activity)
+		pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+elmo_xact_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* The first column of a one-row query as a timestamp (0 when NULL or no row). */
+TimestampTz
+elmo_spi_timestamp(const char *sql)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute(sql, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/*
  * Is the extension created in this database?  If so, point search_path at
  * its schema so the worker's SQL finds it however the DBA placed it.
  */
@@ -93,13 +130,10 @@ check_extension(void)
 	volatile bool ready = false;
 	char	   *volatile schema = NULL;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	PG_TRY();
 	{
+		elmo_xact_begin(NULL);
 		/* get_extension_schema() is not exported before PostgreSQL 16 */
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
 		if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
 						"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
 						"WHERE e.extname = 'elmo_oscp'", true, 1) == SPI_OK_SELECT &&
@@ -116,15 +150,13 @@ check_extension(void)
 				ready = true;
 			}
 		}
-		SPI_finish();
-		PopActiveSnapshot();
 		if (ready)
 		{
 			char	   *path = psprintf("%s, pg_catalog", quote_identifier(schema));
 
 			SetConfigOption("search_path", path, PGC_SUSET, PGC_S_OVERRIDE);
 		}
-		CommitTransactionCommand();
+		elmo_xact_commit();
 	}
 	PG_CATCH();
 	{
@@ -175,27 +207,11 @@ run_housekeeping(void)
 {
 	volatile TimestampTz next = 0;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	PG_TRY();
 	{
-		bool		isnull;
-
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "elmo_oscp housekeeping");
-		if (SPI_execute("SELECT _elmo_housekeeping()", false, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				next = DatumGetTimestampTz(d);
-		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		elmo_xact_begin("elmo_oscp: housekeeping");
+		next = elmo_spi_timestamp("SELECT _elmo_housekeeping()");
+		elmo_xact_commit();
 	}
 	PG_CATCH();
 	{
