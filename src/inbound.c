@@ -363,26 +363,33 @@ inbound_flush(void)
 	for (HttpRequest *r = list; r; r = r->next)
 		rc[i++].req = r;
 
-	if (!run_batch(rc, n))
+	/* at most elmo_oscp.batch_max requests per commit; each chunk answered at its commit */
+	for (int first = 0; first < n; first += elmo_batch_max)
 	{
-		/* one bad request must not cost the others their answer: one by one */
-		for (i = 0; i < n; i++)
+		int			count = Min(elmo_batch_max, n - first);
+		Receipt    *chunk = &rc[first];
+
+		if (!run_batch(chunk, count))
 		{
-			MemoryContextSwitchTo(batch_cxt);
-			if (n == 1 || !run_batch(&rc[i], 1))
+			/* one bad request must not cost the others their answer: one by one */
+			for (i = 0; i < count; i++)
 			{
-				rc[i].status = 500;
-				rc[i].error = "{\"message\":\"internal error while storing the message; see the server log\"}";
+				MemoryContextSwitchTo(batch_cxt);
+				if (count == 1 || !run_batch(&chunk[i], 1))
+				{
+					chunk[i].status = 500;
+					chunk[i].error = "{\"message\":\"internal error while storing the message; see the server log\"}";
+				}
 			}
 		}
-	}
-	MemoryContextSwitchTo(batch_cxt);
+		MemoryContextSwitchTo(batch_cxt);
 
-	for (i = 0; i < n; i++)
-	{
-		int			status = rc[i].status;
+		for (i = 0; i < count; i++)
+		{
+			int			status = chunk[i].status;
 
-		answer_and_resume(rc[i].req, status, status == 204 ? NULL : rc[i].error);
+			answer_and_resume(chunk[i].req, status, status == 204 ? NULL : chunk[i].error);
+		}
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(batch_cxt);
