@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  make gcc pkg-config curl jq ca-certificates openssl faketime
+  make gcc pkg-config curl jq ca-certificates openssl datefudge
   postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
   libtap-parser-sourcehandler-pgtap-perl      # pg_prove
   libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev

@@ -42,7 +42,7 @@ cluster_init() {
   export PGHOST=$CL_DIR PGPORT=$CL_PORT PGUSER=postgres PGDATABASE=$CL_DB
 }
 
-# cluster_start [LD_PRELOAD-style env, e.g. faketime]
+# cluster_start — CL_ENV may hold env settings for the postmaster, e.g. a datefudge LD_PRELOAD
 cluster_start() {
   as_pg env ${CL_ENV:-} "$PGBIN/pg_ctl" -D "$CL_DIR/data" -l "$CL_DIR/server.log" -w -t 60 start >/dev/null \
     || { tail -n 30 "$CL_DIR/server.log" >&2; return 1; }
