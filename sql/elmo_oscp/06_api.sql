@@ -259,7 +259,8 @@ CREATE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured_at timesta
     LANGUAGE sql STABLE
     AS $$
     SELECT '{"group_id":' || to_json(group_id)::text || ',"measurements":[{"value":' || kwh::text
-           || ',"phase":"ALL","unit":"KWH","direction":"IMPORT","measure_time":"' || _elmo_ts(measured_at) || '"}]}'
+           || ',"phase":"ALL","unit":"KWH","direction":"IMPORT","measure_time":"' || _elmo_ts(measured_at)
+           || '","energy_type":"TOTAL"}]}'
     $$;
 
 -- update_group_measurements: the station's lifetime cumulative kWh (decisions §8).

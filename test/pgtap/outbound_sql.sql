@@ -41,7 +41,7 @@ SELECT ok(o.request_id ~ '^[0-9A-Z]{32}$', 'X-Request-ID: 32 characters of [0-9A
 
 -- business messages wait for the handshake
 INSERT INTO ids SELECT 'u1', elmo_report_usage('pgtap-out-g1', 1234.5, '2026-11-25 21:00:08+08');
-SELECT is(o.body, '{"group_id":"pgtap-out-g1","measurements":[{"value":1234.5,"phase":"ALL","unit":"KWH","direction":"IMPORT","measure_time":"2026-11-25T21:00:08.000+08:00"}]}',
+SELECT is(o.body, '{"group_id":"pgtap-out-g1","measurements":[{"value":1234.5,"phase":"ALL","unit":"KWH","direction":"IMPORT","measure_time":"2026-11-25T21:00:08.000+08:00","energy_type":"TOTAL"}]}',
           'update_group_measurements body (capture 08a, one reading)')
   FROM elmo_outbox o WHERE o.id = (SELECT id FROM ids WHERE name = 'u1');
 
