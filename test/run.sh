@@ -11,7 +11,7 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
 . test/lib.sh
 
-REGRESS=(install guc_defaults)
+REGRESS=(install guc_defaults other_database)
 
 bash test/deps.sh || exit 1
 echo "== build and install"
