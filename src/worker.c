@@ -39,6 +39,7 @@ static bool extension_ready = false;
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_extension_check = 0;
 static uint64 generation_seen = 0;	/* a kick from CREATE EXTENSION moves it */
+static TimestampTz next_listen_retry = 0;
 
 static void
 worker_detach_shmem(int code, Datum arg)
@@ -317,6 +318,8 @@ elmo_worker_main(Datum arg)
 	/* The listener comes up at once: /health works even before CREATE EXTENSION. */
 	if (http_server_start())
 		http_fd = http_server_epoll_fd();
+	else
+		next_listen_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
 	sender_init();
 	curl_fd = sender_epoll_fd();
 	build_wait_set();
@@ -330,14 +333,16 @@ elmo_worker_main(Datum arg)
 		if (ConfigReloadPending)
 			reload_config();
 
-		/* the listener failed to bind: keep trying, the port may come free */
-		if (http_fd < 0 && GetCurrentTimestamp() >= next_extension_check)
+		/* the listener failed to bind: try again every 5 s, the port may come free */
+		if (http_fd < 0 && GetCurrentTimestamp() >= next_listen_retry)
 		{
 			if (http_server_start())
 			{
 				http_fd = http_server_epoll_fd();
 				build_wait_set();
 			}
+			else
+				next_listen_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
 		}
 
 		if (!extension_ready &&
@@ -403,7 +408,7 @@ elmo_worker_main(Datum arg)
 		if (http_fd >= 0)
 			timeout = min_timeout(timeout, http_server_timeout_ms());
 		else
-			timeout = min_timeout(timeout, ms_until(next_extension_check));
+			timeout = min_timeout(timeout, ms_until(next_listen_retry));
 		timeout = min_timeout(timeout, sender_timeout_ms());
 		if (extension_ready)
 		{
