@@ -101,11 +101,10 @@ CREATE TABLE elmo_received_message (
     received_at     timestamptz NOT NULL DEFAULT now(),
     -- decided once, at receipt (decisions §4)
     group_id        text,
-    kind            text CHECK (kind IN ('day_ahead', 'additional_reply', 'emergency')),
+    kind            text,                   -- day_ahead, additional_reply or emergency
     forecast_day    date,
     adjust_request_id bigint,               -- the adjust request a reply answers
-    state           text NOT NULL DEFAULT 'received'
-                    CHECK (state IN ('received', 'applied', 'apply_failed', 'discarded')),
+    state           text NOT NULL DEFAULT 'received',  -- received, applied, apply_failed, discarded
     apply_attempts  int NOT NULL DEFAULT 0,
     last_sqlstate   text,
     last_error      text,
@@ -116,6 +115,9 @@ CREATE TABLE elmo_received_message (
 CREATE INDEX elmo_received_message_unapplied
     ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed');
 REVOKE ALL ON elmo_received_message FROM PUBLIC;
+-- No CHECKs on kind and state here, nor on capacity_forecast.kind and the
+-- blocks' times below: only this extension's functions write these tables, with
+-- validated or literal values, and each CHECK cost ~2.5 µs per statement.
 
 -- One row per capacity forecast applied; its blocks are inserted first, so an
 -- AFTER INSERT trigger on this table sees them all.
@@ -123,7 +125,7 @@ CREATE TABLE capacity_forecast (
     id              bigserial PRIMARY KEY,
     group_id        text NOT NULL,
     forecast_type   text NOT NULL,          -- OSCP type: CONSUMPTION, ...
-    kind            text NOT NULL CHECK (kind IN ('day_ahead', 'additional_reply', 'emergency')),
+    kind            text NOT NULL,          -- day_ahead, additional_reply or emergency
     forecast_day    date NOT NULL,          -- local day of the first block's start
     received_at     timestamptz NOT NULL,   -- receipt time: orders plans (decisions §5)
     request_id      text NOT NULL UNIQUE,   -- ELMO's X-Request-ID
@@ -133,20 +135,45 @@ CREATE TABLE capacity_forecast (
 );
 CREATE INDEX capacity_forecast_group ON capacity_forecast (group_id, forecast_day);
 
+-- Blocks are found through their forecast (forecast_id), never by time alone.
 CREATE TABLE capacity_forecast_block (
-    forecast_id     bigint NOT NULL
-                    REFERENCES capacity_forecast (id) ON DELETE CASCADE
-                    DEFERRABLE INITIALLY DEFERRED,
+    forecast_id     bigint NOT NULL,        -- capacity_forecast.id
     block_no        int NOT NULL,
     start_time      timestamptz NOT NULL,
-    end_time        timestamptz NOT NULL,
+    end_time        timestamptz NOT NULL,   -- later than start_time
     capacity        numeric NOT NULL,
     unit            text NOT NULL,
     phase           text NOT NULL,
-    PRIMARY KEY (forecast_id, block_no),
-    CHECK (start_time < end_time)
+    PRIMARY KEY (forecast_id, block_no)
 );
-CREATE INDEX capacity_forecast_block_time ON capacity_forecast_block (start_time, end_time);
+
+-- Blocks go with their forecast, as ON DELETE CASCADE did.  No foreign key:
+-- its check cost ~5 µs per block inserted, and only _elmo_apply inserts
+-- blocks, in the statement that inserts their forecast.  DELETE, not TRUNCATE:
+-- the blocks may be in the same TRUNCATE, still open.
+CREATE FUNCTION _elmo_forecast_deleted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM capacity_forecast_block;
+    ELSE
+        DELETE FROM capacity_forecast_block b USING gone g WHERE b.forecast_id = g.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER capacity_forecast_delete_blocks AFTER DELETE ON capacity_forecast
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION _elmo_forecast_deleted();
+CREATE TRIGGER capacity_forecast_truncate_blocks AFTER TRUNCATE ON capacity_forecast
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_forecast_deleted();
+
+-- Bodies compress with lz4 where the server has it: ~4x faster than pglz.
+DO $$
+BEGIN
+    ALTER TABLE elmo_received_message ALTER raw_body SET COMPRESSION lz4, ALTER body SET COMPRESSION lz4;
+    ALTER TABLE capacity_forecast ALTER payload SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;
+END $$;
 
 -- Per-group settings the CSMS records.
 CREATE TABLE elmo_group_settings (

@@ -119,12 +119,12 @@ DECLARE
     em       text;              -- what is wrong with it
     rb       jsonb;
     blk      jsonb;
+    blks     jsonb;
     pfx      text;
     v_bad    int;
     v_group  text;
     v_kind   text;
     v_day    date;
-    v_adj    bigint;
     v_id     bigint;
     -- forecast shape
     v_n      int;
@@ -149,7 +149,8 @@ BEGIN
     END IF;
 
     BEGIN
-        IF $5 IS NULL OR btrim($5, E' \t\r\n') = '' THEN
+        -- LIKE first: btrim reads the whole body (multibyte), LIKE '{%' one byte
+        IF $5 IS NULL OR $5 NOT LIKE '{%' AND btrim($5, E' \t\r\n') = '' THEN
             IF v_msg = 'handshake' OR v_method = 'DELETE' THEN
                 b := '{}';
             ELSE
@@ -166,6 +167,8 @@ BEGIN
             ef := ''; em := 'must be a JSON object';
 
         ELSIF v_msg = 'update_group_capacity_forecast' THEN
+            blks := b->'forecasted_blocks';     -- one copy of the array, not one per use
+            v_n := CASE WHEN jsonb_typeof(blks) = 'array' THEN jsonb_array_length(blks) END;
             IF NOT b ? 'group_id' THEN
                 ef := 'group_id'; em := 'is required';
             ELSIF jsonb_typeof(b->'group_id') <> 'string' OR b->>'group_id' = '' THEN
@@ -176,42 +179,54 @@ BEGIN
                     ('CONSUMPTION', 'GENERATION', 'FALLBACK_CONSUMPTION', 'FALLBACK_GENERATION', 'OPTIMUM') THEN
                 ef := 'type';
                 em := 'must be one of CONSUMPTION, GENERATION, FALLBACK_CONSUMPTION, FALLBACK_GENERATION, OPTIMUM';
-            ELSIF NOT b ? 'forecasted_blocks' THEN
+            ELSIF blks IS NULL THEN
                 ef := 'forecasted_blocks'; em := 'is required';
-            ELSIF jsonb_typeof(b->'forecasted_blocks') <> 'array'
-                  OR jsonb_array_length(b->'forecasted_blocks') = 0 THEN
+            ELSIF coalesce(v_n, 0) = 0 THEN
                 ef := 'forecasted_blocks'; em := 'must be a non-empty array';
-            ELSIF jsonb_array_length(b->'forecasted_blocks') = 1 THEN
+            ELSIF v_n = 1 THEN
                 -- one block (every emergency): plain expressions, no query.  Any
-                -- error raised here also sends us to _elmo_blocks_error.
-                blk := b->'forecasted_blocks'->0;
-                v_n := 1;
-                v_first := CASE WHEN _elmo_is_rfc3339(blk->>'start_time') THEN (blk->>'start_time')::timestamptz END;
-                v_last := CASE WHEN _elmo_is_rfc3339(blk->>'end_time') THEN (blk->>'end_time')::timestamptz END;
+                -- error raised here also sends us to _elmo_blocks_error.  ELMO's
+                -- own timestamp form passes the first LIKE; others the full check.
+                blk := blks->0;
+                v_first := CASE WHEN blk->>'start_time' LIKE '____-__-__T__:__:__.___+__:__'
+                                     OR _elmo_is_rfc3339(blk->>'start_time') THEN (blk->>'start_time')::timestamptz END;
+                v_last := CASE WHEN blk->>'end_time' LIKE '____-__-__T__:__:__.___+__:__'
+                                    OR _elmo_is_rfc3339(blk->>'end_time') THEN (blk->>'end_time')::timestamptz END;
                 v_wrong := v_first IS NULL OR v_last IS NULL OR v_last <= v_first
                            OR jsonb_typeof(blk->'capacity') IS DISTINCT FROM 'number'
                            OR (blk->'capacity')::numeric < 0
                            OR coalesce(blk->>'phase', '') NOT IN ('UNKNOWN', 'ONE', 'TWO', 'THREE', 'ALL')
                            OR coalesce(blk->>'unit', '') NOT IN ('A', 'W', 'KW', 'WH', 'KWH');
             ELSE
-                -- fast path, one pass: is anything wrong (then _elmo_blocks_error
-                -- says what), any overlap, and the shape the classification needs
-                SELECT count(*), min(z.s), max(z.e), bool_and(z.e - z.s = interval '1 hour'),
-                       bool_and(z.pe IS NULL OR z.s = z.pe), bool_or(z.bad) OR bool_or(z.s < z.pe)
-                  INTO v_n, v_first, v_last, v_hourly, v_contig, v_wrong
-                  FROM (SELECT y.s, y.e, lag(y.e) OVER (ORDER BY y.s) AS pe,
-                               CASE WHEN y.s IS NULL OR y.e IS NULL OR y.c IS NULL
+                -- fast path, one pass, no sort: is anything wrong (then
+                -- _elmo_blocks_error says what), and the shape the classification
+                -- needs.  Blocks that each start where the one before ended
+                -- (a day-ahead) cannot overlap; only others need the sort below.
+                SELECT min(y.s), max(y.e), bool_and(y.e - y.s = interval '1 hour'),
+                       bool_or(CASE WHEN y.s IS NULL OR y.e IS NULL OR y.c IS NULL
                                          OR y.phase IS NULL OR y.unit IS NULL
                                          OR jsonb_typeof(y.c) <> 'number' THEN true
                                     ELSE y.c::numeric < 0 OR y.e <= y.s
                                          OR y.phase NOT IN ('UNKNOWN', 'ONE', 'TWO', 'THREE', 'ALL')
-                                         OR y.unit NOT IN ('A', 'W', 'KW', 'WH', 'KWH') END AS bad
-                          FROM (SELECT x.capacity AS c, x.phase, x.unit,
-                                       CASE WHEN _elmo_is_rfc3339(x.start_time) THEN x.start_time::timestamptz END AS s,
-                                       CASE WHEN _elmo_is_rfc3339(x.end_time) THEN x.end_time::timestamptz END AS e
-                                  FROM jsonb_to_recordset(b->'forecasted_blocks')
-                                       AS x(capacity jsonb, phase text, unit text, start_time text, end_time text)
-                                OFFSET 0) y) z;     -- OFFSET 0: lag() must not parse the times again
+                                         OR y.unit NOT IN ('A', 'W', 'KW', 'WH', 'KWH') END),
+                       (array_agg(y.s))[2:] = (array_agg(y.e))[:v_n - 1]
+                  INTO v_first, v_last, v_hourly, v_wrong, v_contig
+                  FROM (SELECT x.capacity AS c, x.phase, x.unit,
+                               CASE WHEN x.start_time LIKE '____-__-__T__:__:__.___+__:__'
+                                         OR _elmo_is_rfc3339(x.start_time) THEN x.start_time::timestamptz END AS s,
+                               CASE WHEN x.end_time LIKE '____-__-__T__:__:__.___+__:__'
+                                         OR _elmo_is_rfc3339(x.end_time) THEN x.end_time::timestamptz END AS e
+                          FROM jsonb_to_recordset(blks)
+                               AS x(capacity jsonb, phase text, unit text, start_time text, end_time text)
+                        OFFSET 0) y;                -- OFFSET 0: each time parsed once
+                IF NOT v_wrong AND NOT v_contig THEN
+                    -- in start order: any overlap; contiguous?
+                    SELECT bool_and(z.pe IS NULL OR z.s = z.pe), bool_or(z.s < z.pe) INTO v_contig, v_wrong
+                      FROM (SELECT y.s, lag(y.e) OVER (ORDER BY y.s) AS pe
+                              FROM (SELECT x.start_time::timestamptz AS s, x.end_time::timestamptz AS e
+                                      FROM jsonb_to_recordset(blks) AS x(start_time text, end_time text)
+                                    OFFSET 0) y) z;
+                END IF;
             END IF;
 
         ELSIF v_msg = 'register' THEN
@@ -312,26 +327,35 @@ BEGIN
         v_group := b->>'group_id';
         v_tz := _elmo_tz();         -- _elmo_local_day/_elmo_day_start, inlined
         v_day := (v_first AT TIME ZONE v_tz)::date;
-        IF v_n = 24 AND v_hourly AND v_contig
-           AND v_first = (v_day::timestamp AT TIME ZONE v_tz)
-           AND v_last = ((v_day + 1)::timestamp AT TIME ZONE v_tz)
-           AND v_day > (now() AT TIME ZONE v_tz)::date THEN
-            SELECT a.id INTO v_adj
-              FROM elmo_adjust_request a
-             WHERE a.group_id = v_group AND a.day = v_day AND a.state = 'pending';
-            v_kind := CASE WHEN v_adj IS NULL THEN 'day_ahead' ELSE 'additional_reply' END;
-        ELSE
-            v_kind := 'emergency';
-        END IF;
+        v_kind := CASE WHEN v_n = 24 AND v_hourly AND v_contig
+                            AND v_first = (v_day::timestamp AT TIME ZONE v_tz)
+                            AND v_last = ((v_day + 1)::timestamp AT TIME ZONE v_tz)
+                            AND v_day > (now() AT TIME ZONE v_tz)::date
+                       THEN 'day_ahead' ELSE 'emergency' END;
     END IF;
 
-    INSERT INTO elmo_received_message AS r
-           (message, method, request_id, correlation_id, raw_body, body,
-            group_id, kind, forecast_day, adjust_request_id, used_current_token)
-    VALUES (v_msg, v_method, $3, $4, coalesce($5, ''), b,
-            v_group, v_kind, v_day, v_adj, coalesce($6, false))
-    ON CONFLICT (request_id) DO NOTHING
-    RETURNING r.id INTO v_id;
+    IF v_kind = 'day_ahead' THEN
+        -- an additional_reply when an adjust request is pending: looked up in
+        -- the INSERT, one statement less (not for the others: the join costs)
+        INSERT INTO elmo_received_message AS r
+               (message, method, request_id, correlation_id, raw_body, body,
+                group_id, kind, forecast_day, adjust_request_id, used_current_token)
+        SELECT v_msg, v_method, $3, $4, coalesce($5, ''), b,
+               v_group, CASE WHEN a.id IS NULL THEN v_kind ELSE 'additional_reply' END, v_day, a.id,
+               coalesce($6, false)
+          FROM (SELECT) one
+          LEFT JOIN elmo_adjust_request a ON a.group_id = v_group AND a.day = v_day AND a.state = 'pending'
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING r.id INTO v_id;
+    ELSE
+        INSERT INTO elmo_received_message AS r
+               (message, method, request_id, correlation_id, raw_body, body,
+                group_id, kind, forecast_day, used_current_token)
+        VALUES (v_msg, v_method, $3, $4, coalesce($5, ''), b,
+                v_group, v_kind, v_day, coalesce($6, false))
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING r.id INTO v_id;
+    END IF;
 
     status := 204;
     message_id := v_id;

@@ -30,6 +30,7 @@ DECLARE
     v_event text;
     v_fid   bigint;
     v_url   text;
+    v_heard text;
     vu      jsonb;
     rb      jsonb;
 BEGIN
@@ -59,8 +60,8 @@ BEGIN
     IF m.message = 'update_group_capacity_forecast' THEN
         -- Blocks and forecast in one statement: the aggregate over the blocks'
         -- RETURNING makes every block row exist before the forecast row, and all
-        -- AFTER ROW triggers (the blocks' FK check, the CSMS's triggers on
-        -- capacity_forecast) fire at the end of the statement, seeing both.
+        -- AFTER ROW triggers (the CSMS's, on either table) fire at the end of
+        -- the statement, seeing both.
         v_fid := nextval('capacity_forecast_id_seq');
         WITH blk AS (
             INSERT INTO capacity_forecast_block
@@ -94,8 +95,9 @@ BEGIN
         -- what was done: '<received_at>' = last heard, '<received_at>+' = and
         -- the previous token retired (undone with a failed subtransaction).
         v_state := current_setting('elmo_oscp_inbound.heard', true);
-        IF v_state IS DISTINCT FROM m.received_at::text || '+'
-           AND (v_state IS DISTINCT FROM m.received_at::text OR m.used_current_token) THEN
+        v_heard := m.received_at::text;         -- once: timestamptz output is not free
+        IF v_state IS DISTINCT FROM v_heard || '+'
+           AND (v_state IS DISTINCT FROM v_heard OR m.used_current_token) THEN
             UPDATE elmo_registration g
                SET last_heard_at = m.received_at,
                    previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
@@ -105,7 +107,7 @@ BEGIN
                                    OR m.used_current_token AND g2.previous_token IS NOT NULL)
                               FOR UPDATE SKIP LOCKED);
             PERFORM set_config('elmo_oscp_inbound.heard',
-                               m.received_at::text || CASE WHEN m.used_current_token THEN '+' ELSE '' END, true);
+                               v_heard || CASE WHEN m.used_current_token THEN '+' ELSE '' END, true);
         END IF;
         RETURN;
     END IF;
