@@ -3,65 +3,7 @@
 -- ELMO's real request bodies.
 \ir ../helpers.sql
 BEGIN;
--- Real ELMO request bodies (spec/real-elmo-wire/), dates and group ids as placeholders:
--- @D0@ = the capture's day of receipt (2026-11-25), @D1@ the next day, ...; @G1@/@G2@ the two stations.
-CREATE TEMP TABLE cap (name text PRIMARY KEY, body text NOT NULL);
-INSERT INTO cap VALUES
-    ('register', -- 03-elmo-register-callback-to-csms
-     $b${"token":"Vac7iBacfgfIsWJgCEpPxncLIFZimuCdkGZh766ofBb7e49ZdQQoBRbo2qS45gKvoHSE0iSXqtoQQAmTpXsQThpWkwlZoe4oqpwIDylLoIift9LtJQ7DzNsRnYBRnyTvjrmT1OPQWYiIhUeFVfACNuJHVn7TU7M6AnhXYRA3w9P9EXnTETD5AM2nGkDsUM37ZGlX0OX6AmP93toxQob6Fg6QBjyM1CAEDhLWLXxW5Nu7y3LrNGAwOyEb1iWvOigq","version_url":[{"base_url":"/oscp/2.0","version":"2.0"}]}$b$),
-    ('handshake', -- 04-elmo-handshake-to-csms
-     $b${"required_behaviour":{"measurement_configuration":["CONTINUOUS"]}}$b$),
-    ('day_ahead', -- 24a-elmo-day-ahead-update_group_capacity_forecast
-     $b${"group_id":"@G1@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T00:00:00.000+08:00","end_time":"@D1@T01:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T01:00:00.000+08:00","end_time":"@D1@T02:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T02:00:00.000+08:00","end_time":"@D1@T03:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T03:00:00.000+08:00","end_time":"@D1@T04:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T04:00:00.000+08:00","end_time":"@D1@T05:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T05:00:00.000+08:00","end_time":"@D1@T06:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T06:00:00.000+08:00","end_time":"@D1@T07:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T07:00:00.000+08:00","end_time":"@D1@T08:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T08:00:00.000+08:00","end_time":"@D1@T09:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T09:00:00.000+08:00","end_time":"@D1@T10:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T10:00:00.000+08:00","end_time":"@D1@T11:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T11:00:00.000+08:00","end_time":"@D1@T12:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T12:00:00.000+08:00","end_time":"@D1@T13:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T13:00:00.000+08:00","end_time":"@D1@T14:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T14:00:00.000+08:00","end_time":"@D1@T15:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T15:00:00.000+08:00","end_time":"@D1@T16:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T16:00:00.000+08:00","end_time":"@D1@T17:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T17:00:00.000+08:00","end_time":"@D1@T18:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T18:00:00.000+08:00","end_time":"@D1@T19:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T19:00:00.000+08:00","end_time":"@D1@T20:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T20:00:00.000+08:00","end_time":"@D1@T21:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T21:00:00.000+08:00","end_time":"@D1@T22:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T22:00:00.000+08:00","end_time":"@D1@T23:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D1@T23:00:00.000+08:00","end_time":"@D2@T00:00:00.000+08:00"}]}$b$),
-    ('reply', -- 27a-elmo-auto-reply-1600-update_group_capacity_forecast
-     $b${"group_id":"@G1@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T00:00:00.000+08:00","end_time":"@D1@T01:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T01:00:00.000+08:00","end_time":"@D1@T02:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T02:00:00.000+08:00","end_time":"@D1@T03:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T03:00:00.000+08:00","end_time":"@D1@T04:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T04:00:00.000+08:00","end_time":"@D1@T05:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T05:00:00.000+08:00","end_time":"@D1@T06:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T06:00:00.000+08:00","end_time":"@D1@T07:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T07:00:00.000+08:00","end_time":"@D1@T08:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T08:00:00.000+08:00","end_time":"@D1@T09:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T09:00:00.000+08:00","end_time":"@D1@T10:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T10:00:00.000+08:00","end_time":"@D1@T11:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T11:00:00.000+08:00","end_time":"@D1@T12:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T12:00:00.000+08:00","end_time":"@D1@T13:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T13:00:00.000+08:00","end_time":"@D1@T14:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T14:00:00.000+08:00","end_time":"@D1@T15:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T15:00:00.000+08:00","end_time":"@D1@T16:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T16:00:00.000+08:00","end_time":"@D1@T17:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T17:00:00.000+08:00","end_time":"@D1@T18:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T18:00:00.000+08:00","end_time":"@D1@T19:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T19:00:00.000+08:00","end_time":"@D1@T20:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T20:00:00.000+08:00","end_time":"@D1@T21:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T21:00:00.000+08:00","end_time":"@D1@T22:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T22:00:00.000+08:00","end_time":"@D1@T23:00:00.000+08:00"},{"capacity":80,"phase":"ALL","unit":"KW","start_time":"@D1@T23:00:00.000+08:00","end_time":"@D2@T00:00:00.000+08:00"}]}$b$),
-    ('emergency_utc', -- 30-elmo-emergency-update_group_capacity_forecast-TZ-UTC
-     $b${"group_id":"@G2@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":42,"phase":"ALL","unit":"KW","start_time":"@D0@T13:21:00.000+00:00","end_time":"@D0@T14:21:00.000+00:00"}]}$b$),
-    ('emergency_tpe', -- 42-elmo-emergency-forecast-TZ-Asia-Taipei
-     $b${"group_id":"@G2@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":77,"phase":"ALL","unit":"KW","start_time":"@D1@T10:20:00.000+08:00","end_time":"@D1@T11:05:00.000+08:00"}]}$b$),
-    ('day_ahead_d2', -- 40b-faketime-1000-cron-fired-day-ahead-forecast
-     $b${"group_id":"@G1@","type":"CONSUMPTION","forecasted_blocks":[{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T00:00:00.000+08:00","end_time":"@D2@T01:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T01:00:00.000+08:00","end_time":"@D2@T02:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T02:00:00.000+08:00","end_time":"@D2@T03:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T03:00:00.000+08:00","end_time":"@D2@T04:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T04:00:00.000+08:00","end_time":"@D2@T05:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T05:00:00.000+08:00","end_time":"@D2@T06:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T06:00:00.000+08:00","end_time":"@D2@T07:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T07:00:00.000+08:00","end_time":"@D2@T08:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T08:00:00.000+08:00","end_time":"@D2@T09:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T09:00:00.000+08:00","end_time":"@D2@T10:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T10:00:00.000+08:00","end_time":"@D2@T11:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T11:00:00.000+08:00","end_time":"@D2@T12:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T12:00:00.000+08:00","end_time":"@D2@T13:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T13:00:00.000+08:00","end_time":"@D2@T14:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T14:00:00.000+08:00","end_time":"@D2@T15:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T15:00:00.000+08:00","end_time":"@D2@T16:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T16:00:00.000+08:00","end_time":"@D2@T17:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T17:00:00.000+08:00","end_time":"@D2@T18:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T18:00:00.000+08:00","end_time":"@D2@T19:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T19:00:00.000+08:00","end_time":"@D2@T20:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T20:00:00.000+08:00","end_time":"@D2@T21:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T21:00:00.000+08:00","end_time":"@D2@T22:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T22:00:00.000+08:00","end_time":"@D2@T23:00:00.000+08:00"},{"capacity":100,"phase":"ALL","unit":"KW","start_time":"@D2@T23:00:00.000+08:00","end_time":"@D3@T00:00:00.000+08:00"}]}$b$);
-
--- A capture body with its days moved so that @D0@ is `d0` (default: today in
--- elmo_oscp.timezone) and the stations renamed to test-only group ids.
-CREATE FUNCTION pg_temp.body(n text, d0 date DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
-    SELECT replace(replace(replace(replace(replace(replace(c.body,
-               '@D0@', to_char(x.d, 'YYYY-MM-DD')), '@D1@', to_char(x.d + 1, 'YYYY-MM-DD')),
-               '@D2@', to_char(x.d + 2, 'YYYY-MM-DD')), '@D3@', to_char(x.d + 3, 'YYYY-MM-DD')),
-               '@G1@', 'pgtap-inbound-g1'), '@G2@', 'pgtap-inbound-g2')
-      FROM cap c, (SELECT coalesce(d0, _elmo_local_day(now())) AS d) x
-     WHERE c.name = n $$;
-
--- _elmo_receive with a fresh X-Request-ID unless one is given.
-CREATE FUNCTION pg_temp.recv(msg text, body text, method text DEFAULT 'POST',
-                             cur boolean DEFAULT true, rid text DEFAULT NULL)
-    RETURNS TABLE(status int, error text, message_id bigint) LANGUAGE sql AS $$
-    SELECT * FROM _elmo_receive(msg, method, coalesce(rid, 'PGTAP-' || md5(random()::text)), NULL, body, cur) $$;
-
--- _elmo_receive, then the row it stored (NULL if none), read in a later statement
-CREATE FUNCTION pg_temp.stored(msg text, body text, method text DEFAULT 'POST', cur boolean DEFAULT true,
-                               rid text DEFAULT NULL)
-    RETURNS elmo_received_message LANGUAGE plpgsql AS $$
-DECLARE v_id bigint; r elmo_received_message;
-BEGIN
-    SELECT x.message_id INTO v_id FROM pg_temp.recv(msg, body, method, cur, rid) x;
-    SELECT * INTO r FROM elmo_received_message m WHERE m.id = v_id;
-    RETURN r;
-END $$;
-
--- receive + apply a forecast; its received message id
-CREATE FUNCTION pg_temp.forecast(body text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE r record;
-BEGIN
-    SELECT * INTO r FROM pg_temp.recv('update_group_capacity_forecast', body);
-    IF r.status <> 204 THEN RAISE EXCEPTION 'not received: %', r.error; END IF;
-    PERFORM _elmo_apply(r.message_id);
-    RETURN r.message_id;
-END $$;
-
--- the local instant of day d0 + days at hh:mm
-CREATE FUNCTION pg_temp.at(days int, hhmm text) RETURNS timestamptz LANGUAGE sql AS $$
-    SELECT ((_elmo_local_day(now()) + days)::text || ' ' || hhmm)::timestamp AT TIME ZONE _elmo_tz() $$;
+\ir ../inbound_fixtures.sql
 
 
 SELECT plan(45);
