@@ -149,6 +149,19 @@ $$;
 
 -- ---------------------------------------------------------------- business messages
 
+-- A station id as given, trimmed; raises when there is none.
+CREATE FUNCTION _elmo_group_id(group_id text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF nullif(btrim(group_id), '') IS NULL THEN
+        RAISE EXCEPTION 'group_id is required'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'group_id is the station id ELMO assigned.',
+                  HINT = 'Use the group_id of ELMO''s forecasts (capacity_forecast.group_id).';
+    END IF;
+    RETURN btrim(group_id);
+END $$;
+
 -- ELMO's negotiation rules for an adjust request on day, asked at instant at
 -- (decisions §7).  Raises, or warns; a separate function so tests need no clock.
 CREATE FUNCTION _elmo_adjust_guard(group_id text, day date, at timestamptz) RETURNS void
@@ -200,16 +213,12 @@ CREATE FUNCTION elmo_adjust_capacity(group_id text, hourly_kw numeric[], day dat
     AS $$
 DECLARE
     d date := coalesce(elmo_adjust_capacity.day, _elmo_local_day(now()) + 1);
-    g text := nullif(btrim(elmo_adjust_capacity.group_id), '');
+    g text;
     body text;
     new_id bigint;
 BEGIN
     PERFORM _elmo_wake();
-    IF g IS NULL THEN
-        RAISE EXCEPTION 'group_id is required'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'group_id is the station id ELMO assigned.',
-                  HINT = 'Use the group_id of ELMO''s forecasts (capacity_forecast.group_id).';
-    END IF;
+    g := _elmo_group_id(elmo_adjust_capacity.group_id);
     IF hourly_kw IS NULL OR array_ndims(hourly_kw) IS DISTINCT FROM 1 OR cardinality(hourly_kw) <> 24 THEN
         RAISE EXCEPTION 'hourly_kw must hold exactly 24 values, got %', coalesce(cardinality(hourly_kw), 0)
             USING ERRCODE = 'invalid_parameter_value',
@@ -270,16 +279,12 @@ CREATE FUNCTION elmo_report_usage(group_id text, kwh numeric, measured_at timest
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
 DECLARE
-    g text := nullif(btrim(elmo_report_usage.group_id), '');
+    g text;
     prior elmo_usage_last;
     new_id bigint;
 BEGIN
     PERFORM _elmo_wake();
-    IF g IS NULL THEN
-        RAISE EXCEPTION 'group_id is required'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'group_id is the station id ELMO assigned.',
-                  HINT = 'Use the group_id of ELMO''s forecasts (capacity_forecast.group_id).';
-    END IF;
+    g := _elmo_group_id(elmo_report_usage.group_id);
     IF kwh IS NULL OR kwh IN ('NaN', 'Infinity', '-Infinity') OR kwh < 0 THEN
         RAISE EXCEPTION 'kwh must be a finite reading of at least 0, got %', coalesce(kwh::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -493,5 +498,5 @@ REVOKE ALL ON FUNCTION
     elmo_report_usage(text, numeric, timestamptz, boolean),
     elmo_report_compliance_error(bigint, text, jsonb),
     elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
-    _elmo_adjust_guard(text, date, timestamptz)
+    _elmo_adjust_guard(text, date, timestamptz), _elmo_group_id(text)
   FROM PUBLIC;
