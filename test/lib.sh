@@ -9,9 +9,10 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# A TCP port nobody listens on (loopback), starting at $1.
+# A TCP port nobody listens on (loopback), starting at $1 (+ ELMO_PORT_OFFSET,
+# so that two test runs on one machine start their searches apart).
 free_port() {
-  local p=${1:-20000}
+  local p=$(( ${1:-20000} + ${ELMO_PORT_OFFSET:-0} ))
   while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || grep -q " $p\$" "${PORTS_TAKEN:-/dev/null}" 2>/dev/null; do
     p=$((p + 1))
   done
