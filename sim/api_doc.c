@@ -23,22 +23,29 @@ static const api_doc_t docs[] = {
 	  "and how many messages and callbacks are recorded.",
 	  NULL, 200,
 	  "{\"registered\":true,\"connected\":true,\"csms_base_url\":\"http://127.0.0.1:8780/oscp/fp/2.0\","
-	  "\"csms_token\":\"Q2xM...\",\"elmo_token\":\"8fKx...\",\"initial_token_in_force\":false,"
-	  "\"now\":\"2026-12-01T13:30:02.153+08:00\",\"clock_offset_seconds\":-33719.847,"
-	  "\"stations\":[{\"group_id\":\"" G "\",\"own\":true,\"assign_kw\":390}],"
+	  "\"csms_token\":\"RbgFcIwiEBGx...\",\"elmo_token\":\"54rPvYjJJ8XL...\",\"initial_token_in_force\":false,"
+	  "\"now\":\"2026-12-01T13:30:08.101+08:00\",\"clock_offset_seconds\":-34964.776,"
+	  "\"stations\":[{\"group_id\":\"" G "\",\"own\":true,\"assign_kw\":390.0},"
+	  "{\"group_id\":\"B6734_AE0100_00848821001\",\"own\":true,\"assign_kw\":100.0},"
+	  "{\"group_id\":\"Q1907_CC4701_18364851681\",\"own\":false,\"assign_kw\":100.0}],"
 	  "\"negotiations\":{\"" G "\":[{\"day\":\"2026-12-02\",\"status\":\"EXTRA_REPLY_EDIT\","
 	  "\"assigned\":[120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120,120],"
 	  "\"requested\":[150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150,150],"
-	  "\"request_id\":\"6RZ0Q8JX1D9KX1P5W4T3V8N2C7B6M5L4\",\"reply\":null}]},"
-	  "\"last_measurements\":{},\"fault\":null,\"messages\":4,\"callbacks\":3}" },
+	  "\"request_id\":\"N5DMOHYOUMFBI9Q9J8KIQOV5AA0RMOIP\",\"reply\":null}],"
+	  "\"B6734_AE0100_00848821001\":[],\"Q1907_CC4701_18364851681\":[]},"
+	  "\"last_measurements\":{},\"fault\":null,\"messages\":3,\"callbacks\":3}" },
 	{ "GET", "/sim/messages", "path=P (exact, or its last segments), since=ID (ids above it)",
 	  "What the CSMS sent to ELMO's OSCP API, oldest first, with ELMO's answer: status null and "
 	  "dropped true when a fault closed the connection; fault true when the fault rule applied.",
 	  NULL, 200,
-	  "[{\"id\":3,\"received_at\":\"2026-12-01T13:30:01.482+08:00\",\"method\":\"POST\","
-	  "\"path\":\"/oscp/2.0/adjust_group_capacity_forecast\",\"headers\":{\"authorization\":\"Token 8fKx...\","
-	  "\"x-request-id\":\"6RZ0Q8JX1D9KX1P5W4T3V8N2C7B6M5L4\",\"content-type\":\"application/json\"},"
-	  "\"raw_body\":\"{\\\"group_id\\\":\\\"" G "\\\",...}\",\"body\":{\"group_id\":\"" G "\"},"
+	  "[{\"id\":3,\"received_at\":\"2026-12-01T13:30:11.504+08:00\",\"method\":\"POST\","
+	  "\"path\":\"/oscp/2.0/adjust_group_capacity_forecast\",\"headers\":{\"host\":\"127.0.0.1:8090\","
+	  "\"user-agent\":\"elmo_oscp/0.1.0\",\"accept\":\"*/*\",\"content-type\":\"application/json\","
+	  "\"authorization\":\"Token 54rPvYjJJ8XL...\",\"x-request-id\":\"N5DMOHYOUMFBI9Q9J8KIQOV5AA0RMOIP\","
+	  "\"content-length\":\"3226\"},\"raw_body\":\"{\\\"group_id\\\":\\\"" G "\\\",...}\","
+	  "\"body\":{\"group_id\":\"" G "\",\"type\":\"CONSUMPTION\",\"forecasted_blocks\":[{\"capacity\":150,"
+	  "\"phase\":\"ALL\",\"unit\":\"KW\",\"start_time\":\"2026-12-02T00:00:00.000+08:00\","
+	  "\"end_time\":\"2026-12-02T01:00:00.000+08:00\"}]},"
 	  "\"status\":204,\"response_body\":null,\"dropped\":false,\"fault\":false}]" },
 	{ "DELETE", "/sim/messages", NULL, "Forget the recorded messages.", NULL, 204, NULL },
 	{ "GET", "/sim/callbacks", "kind=K (register, handshake, assign, reply, emergency, trigger_...), path=P, since=ID",
@@ -48,25 +55,26 @@ static const api_doc_t docs[] = {
 	  NULL, 200,
 	  "[{\"id\":1,\"kind\":\"register\",\"method\":\"POST\",\"url\":\"http://127.0.0.1:8780/oscp/fp/2.0/register\","
 	  "\"headers\":{\"accept\":\"application/json, text/plain, */*\",\"content-type\":\"application/json\","
-	  "\"authorization\":\"Token Q2xM...\",\"x-request-id\":\"K8V1M2N3B4C5X6Z7L8K9J0H1G2F3D4S5\"},"
-	  "\"body\":\"{\\\"token\\\":\\\"8fKx...\\\",\\\"version_url\\\":[{\\\"base_url\\\":\\\"/oscp/2.0\\\",\\\"version\\\":\\\"2.0\\\"}]}\","
-	  "\"state\":\"delivered\",\"queued_at\":\"2026-12-01T13:30:00.311+08:00\",\"delay_ms\":20,"
-	  "\"sent_at\":\"2026-12-01T13:30:00.332+08:00\",\"finished_at\":\"2026-12-01T13:30:00.351+08:00\","
-	  "\"status\":204,\"ok\":true,\"error\":null,\"response_body\":null,\"duration_ms\":19,\"elmo_would_crash\":false}]" },
+	  "\"authorization\":\"Token RbgFcIwiEBGx...\",\"x-request-id\":\"CJHEEKM8VO33AJIRBSXBWM7C3HPCUSUV\"},"
+	  "\"body\":\"{\\\"token\\\":\\\"54rPvYjJJ8XL...\\\",\\\"version_url\\\":[{\\\"base_url\\\":\\\"/oscp/2.0\\\","
+	  "\\\"version\\\":\\\"2.0\\\"}]}\",\"state\":\"delivered\",\"queued_at\":\"2026-12-01T13:30:00.045+08:00\","
+	  "\"delay_ms\":20,\"sent_at\":\"2026-12-01T13:30:00.065+08:00\",\"finished_at\":\"2026-12-01T13:30:00.072+08:00\","
+	  "\"status\":204,\"ok\":true,\"error\":null,\"response_body\":null,\"duration_ms\":7,\"elmo_would_crash\":false}]" },
 	{ "DELETE", "/sim/callbacks", NULL, "Forget the recorded callbacks.", NULL, 204, NULL },
 	{ "GET", "/sim/clock", NULL,
 	  "The simulated clock in ELMO's zone, its offset from the real clock, and the real clock.",
 	  NULL, 200,
-	  "{\"now\":\"2026-12-01T13:30:00.004+08:00\",\"offset_seconds\":-33719.996,\"tz_offset\":\"+08:00\","
-	  "\"real_now\":\"2026-12-01T22:52:00.000+08:00\"}" },
+	  "{\"now\":\"2026-12-01T13:30:00.012+08:00\",\"offset_seconds\":-34964.776,\"tz_offset\":\"+08:00\","
+	  "\"real_now\":\"2026-12-01T23:12:44.788+08:00\"}" },
 	{ "POST", "/sim/clock", NULL,
 	  "Set the simulated clock; it runs on from there.  One of: now (RFC 3339; without an offset, "
 	  "ELMO's zone), offset_seconds (from the real clock), advance_seconds (from where it is).  "
 	  "The 10:00 and 16:00 events fire when the running clock passes them, not when it is set past "
-	  "them: set it a few seconds before.  POST /sim/reset puts it back to the start-up clock (--clock).",
+	  "them: set it a few seconds before.  POST /sim/reset puts it back where --clock started it, or on "
+	  "the real clock.",
 	  "{\"now\":\"2026-12-01T13:30:00+08:00\"}", 200,
-	  "{\"now\":\"2026-12-01T13:30:00.000+08:00\",\"offset_seconds\":-33720,\"tz_offset\":\"+08:00\","
-	  "\"real_now\":\"2026-12-01T22:52:00.000+08:00\"}" },
+	  "{\"now\":\"2026-12-01T13:30:00.000+08:00\",\"offset_seconds\":-34964.776,\"tz_offset\":\"+08:00\","
+	  "\"real_now\":\"2026-12-01T23:12:44.776+08:00\"}" },
 	{ "GET", "/sim/config", NULL, "The settings POST /sim/config changes (the flags of the same names).",
 	  NULL, 200,
 	  "{\"register_callback_first\":false,\"register_callback_twice\":false,\"register_delay_ms\":20,"
@@ -103,7 +111,7 @@ static const api_doc_t docs[] = {
 	  "sends at 16:00): what was asked, rounded to whole kW, or capacity / capacities instead.  409 "
 	  "when there is no request to answer (and no capacity given) or no CSMS registered.",
 	  "{\"group_id\":\"" G "\",\"day\":\"2026-12-02\"}", 200,
-	  "{\"day\":\"2026-12-02\",\"callback_ids\":[4]}" },
+	  "{\"day\":\"2026-12-02\",\"callback_ids\":[5]}" },
 	{ "POST", "/sim/emergency", NULL,
 	  "An emergency forecast now: one block of capacity kW (whole, > 0) from start to end (RFC 3339; "
 	  "default: the next whole minute at least 15 minutes ahead, to the end of that local day), as "
@@ -111,7 +119,7 @@ static const api_doc_t docs[] = {
 	  "unless force is true; tz (+HH:MM) writes the timestamps in another offset.",
 	  "{\"group_id\":\"" G "\",\"capacity\":40,\"start\":\"2026-12-01T16:15:00+08:00\","
 	  "\"end\":\"2026-12-02T00:00:00+08:00\"}", 200,
-	  "{\"callback_id\":5,\"body\":\"{\\\"group_id\\\":\\\"" G "\\\",\\\"type\\\":\\\"CONSUMPTION\\\","
+	  "{\"callback_id\":4,\"body\":\"{\\\"group_id\\\":\\\"" G "\\\",\\\"type\\\":\\\"CONSUMPTION\\\","
 	  "\\\"forecasted_blocks\\\":[{\\\"capacity\\\":40,\\\"phase\\\":\\\"ALL\\\",\\\"unit\\\":\\\"KW\\\","
 	  "\\\"start_time\\\":\\\"2026-12-01T16:15:00.000+08:00\\\",\\\"end_time\\\":\\\"2026-12-02T00:00:00.000+08:00\\\"}]}\"}" },
 	{ "POST", "/sim/admin/reset-token", NULL,
@@ -119,8 +127,9 @@ static const api_doc_t docs[] = {
 	  "token) and the CSMS is disconnected until it registers with it.",
 	  "{\"token\":\"NEW-INITIAL-TOKEN\"}", 204, NULL },
 	{ "POST", "/sim/reset", NULL,
-	  "Back to the start-up state: registration, negotiations, measurements, records, fault and clock "
-	  "(the --clock it started with); callbacks still queued are dropped.  Settings are kept.",
+	  "Back to the start-up state: registration, negotiations, measurements, records, fault, and the "
+	  "clock (at the --clock it started with, or the real clock); callbacks still queued are dropped.  "
+	  "Settings are kept.",
 	  NULL, 204, NULL },
 };
 

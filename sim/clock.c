@@ -8,7 +8,8 @@
 #include <time.h>
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static int64_t offset, startup_offset, set_to;
+static int64_t offset, set_to;
+static int64_t start_at = -1;	/* --clock, or -1: the real clock */
 static unsigned generation;
 
 static int64_t now_of(clockid_t id)
@@ -51,21 +52,21 @@ void clock_set_offset(int64_t offset_ms)
 	pthread_mutex_unlock(&mu);
 }
 
-void clock_set_startup_offset(int64_t offset_ms)
+void clock_start_at(int64_t sim_ms)
 {
 	pthread_mutex_lock(&mu);
-	startup_offset = offset_ms;
+	start_at = sim_ms;
 	pthread_mutex_unlock(&mu);
-	clock_set_offset(offset_ms);
+	clock_set_offset(sim_ms - real_now_ms());
 }
 
 void clock_reset(void)
 {
-	int64_t o;
+	int64_t at;
 	pthread_mutex_lock(&mu);
-	o = startup_offset;
+	at = start_at;
 	pthread_mutex_unlock(&mu);
-	clock_set_offset(o);
+	clock_set_offset(at < 0 ? 0 : at - real_now_ms());
 }
 
 unsigned clock_generation(int64_t *set_to_ms)

@@ -13,8 +13,9 @@ int64_t mono_now_ms(void);
 int64_t sim_now_ms(void);
 int64_t clock_offset_ms(void);
 void clock_set_offset(int64_t offset_ms);
-/* the offset at start-up (--clock): kept by clock_reset() */
-void clock_set_startup_offset(int64_t offset_ms);
+/* start at this simulated time (--clock) */
+void clock_start_at(int64_t sim_ms);
+/* back to where clock_start_at() started it, or to the real clock */
 void clock_reset(void);
 /* the generation and the simulated time the clock was last set to */
 unsigned clock_generation(int64_t *set_to_ms);

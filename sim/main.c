@@ -81,16 +81,15 @@ static int to_int(const char *s, int *out)
 	return 0;
 }
 
-/* --clock: a date-time, or a local time of day today; the offset from the real clock */
-static int clock_arg(const char *s, int64_t *offset)
+/* --clock: a date-time, or a local time of day today */
+static int clock_arg(const char *s, int64_t *at)
 {
-	int64_t now = real_now_ms(), t, tod;
-	if (!parse_time_of_day(s, &tod))
-		t = local_midnight(now, cfg.tz_offset_s) + tod;
-	else if (parse_time(s, 0, cfg.tz_offset_s, &t))
-		return -1;
-	*offset = t - now;
-	return 0;
+	int64_t tod;
+	if (!parse_time_of_day(s, &tod)) {
+		*at = local_midnight(real_now_ms(), cfg.tz_offset_s) + tod;
+		return 0;
+	}
+	return parse_time(s, 0, cfg.tz_offset_s, at);
 }
 
 static const struct option opts[] = {
@@ -181,16 +180,17 @@ int main(int argc, char **argv)
 	const char *stations = DEFAULT_STATIONS, *others = DEFAULT_OTHER_STATIONS, *clock = NULL;
 	sigset_t sigs;
 	int sig, port, rc;
-	int64_t offset = 0;
+	int64_t start_at;
 	char m[48], now[40];
 
 	if ((rc = parse_args(argc, argv, &stations, &others, &clock)) != 0)
 		return rc > 0 ? 0 : 2;
-	if (clock && clock_arg(clock, &offset)) {
+	if (clock && clock_arg(clock, &start_at)) {
 		fprintf(stderr, "elmo-sim: bad value for --clock: %s (2026-12-01T09:59:30+08:00 or 09:59:30)\n", clock);
 		return 2;
 	}
-	clock_set_startup_offset(offset);
+	if (clock)
+		clock_start_at(start_at);
 	state_init(cfg.initial_token);
 	if (stations_add(stations, 1, cfg.assign_kw) || stations_add(others, 0, cfg.assign_kw))
 		return 2;

@@ -57,4 +57,4 @@ sim2=http://127.0.0.1:$(cat "$W/port2")
 is "$(curl -s "$sim2/sim/clock" | jq -r '.now[10:16] + .now[23:]')" "T13:30+08:00" "--clock 13:30 starts at 13:30 in ELMO's zone"
 curl -s -o /dev/null -X POST "$sim2/sim/clock" -d '{"advance_seconds":7200}'
 curl -s -o /dev/null -X POST "$sim2/sim/reset"
-is "$(curl -s "$sim2/sim/clock" | jq -r '.now[10:16]')" "T13:30" "POST /sim/reset puts it back on the start-up clock, not the real one"
+is "$(curl -s "$sim2/sim/clock" | jq -r '.now[10:18]')" "T13:30:0" "POST /sim/reset puts it back at 13:30, not on the real clock"
