@@ -1,7 +1,8 @@
 # elmo_oscp — PGXS build.
 #
-#   make            build elmo_oscp.so, the install script and the ELMO simulator
+#   make            build elmo_oscp.so and the install script
 #   make install    install the extension into the PostgreSQL found by PG_CONFIG
+#   make sim        build the ELMO simulator (sim/elmo-sim; needs libjansson-dev)
 #   make test       install missing Debian packages, build, install, run every test
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
@@ -39,8 +40,6 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-all: sim/elmo-sim
-
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
 	{ echo '-- elmo_oscp $(EXTVERSION): generated from sql/elmo_oscp/*.sql, do not edit'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION elmo_oscp" to load this file. \quit'; \
@@ -49,7 +48,10 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
 $(OBJS): src/elmo_oscp.h
 src/sender.o src/http_client.o: src/http_client.h
 
-sim/elmo-sim: $(wildcard sim/*.c sim/*.h) sim/Makefile
+# The simulator is a test and demo tool: the extension never builds or links
+# it, so a database server needs no jansson.  test/run.sh and test/demo.sh
+# build it after test/deps.sh has installed what it needs.
+sim:
 	$(MAKE) -C sim
 
 clean: clean-sim
@@ -65,4 +67,4 @@ demo:
 bench:
 	bash bench/run.sh
 
-.PHONY: test demo bench clean-sim
+.PHONY: sim test demo bench clean-sim

@@ -18,7 +18,7 @@ cd "$TOP"
 . test/lib.sh
 
 bash test/deps.sh || exit 1
-make -s >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
+make -s >/dev/null && make -s sim >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/elmo_oscp_demo.XXXXXX)
 chmod 755 "$WORK"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK"

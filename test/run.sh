@@ -15,7 +15,7 @@ REGRESS=(install guc_defaults other_database)
 
 bash test/deps.sh || exit 1
 echo "== build and install"
-make -s >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
+make -s >/dev/null && make -s sim >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/elmo_oscp_test.XXXXXX)
 chmod 755 "$WORK"
