@@ -15,10 +15,12 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum
 {
@@ -33,6 +35,8 @@ static char *tls_cert = NULL;
 static HttpRequest *ready_head = NULL;
 static HttpRequest *ready_tail = NULL;
 static int	ready_count = 0;
+static int	in_progress = 0;	/* requests between their headers and the
+								 * end of their answer */
 static HttpCounts counts;
 static char log_buf[256];
 static bool log_pending = false;
@@ -200,6 +204,7 @@ start_request(struct MHD_Connection *conn, const char *url, const char *method, 
 	req->conn = conn;
 	req->state = REQ_READING;
 	*con_cls = req;
+	in_progress++;
 	h.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION);
 	h.content_length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	h.request_id = header(conn, "X-Request-ID");
@@ -277,6 +282,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		counts.answered[0]++;
+	in_progress--;
 	free(req->body);
 	free(req->answer);
 	free(req);
@@ -299,6 +305,12 @@ http_server_take_ready(int *count)
 	ready_head = ready_tail = NULL;
 	ready_count = 0;
 	return list;
+}
+
+int
+http_server_requests_in_progress(void)
+{
+	return in_progress;
 }
 
 static char *
@@ -426,11 +438,48 @@ http_server_start(const HttpServerSettings *s, HttpServerError *error)
 	return true;
 }
 
+/*
+ * Shutting down: take the connections already waiting to be accepted (their
+ * clients sent before we stopped), then refuse new ones at once, so that
+ * nobody waits on a socket nobody reads.
+ */
+void
+http_server_stop_accepting(void)
+{
+	const union MHD_DaemonInfo *info;
+	struct pollfd pfd;
+	MHD_socket	fd;
+
+	if (mhd == NULL)
+		return;
+	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_LISTEN_FD);
+	if (info != NULL)
+	{
+		pfd.fd = info->listen_fd;
+		pfd.events = POLLIN;
+		for (int i = 0; i < 100 && poll(&pfd, 1, 0) > 0; i++)
+			MHD_run(mhd);
+	}
+	fd = MHD_quiesce_daemon(mhd);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+}
+
 void
 http_server_stop(void)
 {
 	if (mhd == NULL)
 		return;
+	/* libmicrohttpd must not be stopped with a connection suspended */
+	while (ready_head)
+	{
+		HttpRequest *req = ready_head;
+
+		ready_head = req->next;
+		MHD_resume_connection(req->conn);
+	}
+	ready_tail = NULL;
+	ready_count = 0;
 	MHD_stop_daemon(mhd);
 	mhd = NULL;
 }

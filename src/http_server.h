@@ -60,12 +60,14 @@ typedef struct HttpCounts
 
 extern bool http_server_start(const HttpServerSettings *settings, HttpServerError *error);
 extern void http_server_stop(void);
+extern void http_server_stop_accepting(void);
 extern int	http_server_epoll_fd(void);
 extern long http_server_timeout_ms(void);
 extern void http_server_run(void);
 
 extern bool http_server_has_ready(void);
 extern HttpRequest *http_server_take_ready(int *count);
+extern int	http_server_requests_in_progress(void);
 extern void http_request_set_answer(HttpRequest *req, int status, const char *json);
 extern void http_request_resume(HttpRequest *req);
 

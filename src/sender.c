@@ -272,6 +272,12 @@ sender_epoll_fd(void)
 	return http_client_epoll_fd();
 }
 
+int
+sender_in_flight(void)
+{
+	return http_client_ready() ? http_client_in_flight() : 0;
+}
+
 /*
  * Should this turn claim?  When something may have become due (a commit
  * bumped the generation, a retry fell due, transfers finished) and there is
@@ -295,7 +301,7 @@ claim_ready(TimestampTz now)
 
 /* How long the worker may sleep as far as the sender is concerned; -1: no limit. */
 long
-sender_timeout_ms(void)
+sender_timeout_ms(bool may_claim)
 {
 	long		timeout;
 	TimestampTz now;
@@ -305,7 +311,7 @@ sender_timeout_ms(void)
 	timeout = http_client_timeout_ms();
 	if (finished)
 		return 0;
-	if (!was_ready)
+	if (!was_ready || !may_claim)
 		return timeout;
 	now = GetCurrentTimestamp();
 	if (retry_sql_at > now)
@@ -330,8 +336,9 @@ publish_counts(void)
 		pg_atomic_fetch_add_u64(&elmo_shared->send_failures, failed);
 }
 
+/* may_claim: false while shutting down (finish what is in flight, take nothing new). */
 void
-sender_run(bool extension_ready)
+sender_run(bool extension_ready, bool may_claim)
 {
 	bool		do_claim;
 	TimestampTz now;
@@ -376,7 +383,7 @@ sender_run(bool extension_ready)
 	}
 
 	generation = pg_atomic_read_u64(&elmo_shared->generation);
-	do_claim = claim_ready(now);
+	do_claim = may_claim && claim_ready(now);
 	if (!finished && !do_claim)
 		return;
 	if (do_claim)

@@ -7,7 +7,8 @@
 extern void sender_init(void);
 extern void sender_shutdown(void);
 extern int	sender_epoll_fd(void);
-extern long sender_timeout_ms(void);
-extern void sender_run(bool extension_ready);
+extern long sender_timeout_ms(bool may_claim);
+extern void sender_run(bool extension_ready, bool may_claim);
+extern int	sender_in_flight(void);
 
 #endif							/* ELMO_SENDER_H */

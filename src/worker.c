@@ -9,6 +9,11 @@
  *   timers → retried applies, housekeeping (usage reports, retention)
  * Everything a turn allocates outside a transaction lives in a memory
  * context that is reset when the turn ends.
+ *
+ * SIGTERM (pg_terminate_backend, a fast shutdown, DROP DATABASE of our
+ * database) finishes what is in hand: the listener stops accepting, the
+ * requests already read are stored and answered, transfers in flight are
+ * recorded, for a few seconds at most; then the worker exits.
  */
 #include "postgres.h"
 
@@ -37,6 +42,7 @@
 #define CHECK_EXTENSION_MS 5000		/* while the extension is not there */
 #define HOUSEKEEPING_MAX_MS 10000	/* at least this often: settings may change */
 #define RETRIES_PER_TURN 16			/* applies retried before looking at requests */
+#define SHUTDOWN_GRACE_MS 3000		/* to finish what is in hand */
 
 PGDLLEXPORT void elmo_worker_main(Datum arg);
 
@@ -227,7 +233,7 @@ run_housekeeping(void)
 static void
 run_timers(void)
 {
-	if (!extension_ready || http_server_has_ready())
+	if (!extension_ready || ShutdownRequestPending || http_server_has_ready())
 		return;
 	if (GetCurrentTimestamp() >= next_housekeeping)
 		run_housekeeping();
@@ -235,7 +241,7 @@ run_timers(void)
 		return;
 	for (int i = 0; i < RETRIES_PER_TURN; i++)
 	{
-		if (!inbound_retry_one())
+		if (!inbound_retry_one() || ShutdownRequestPending)
 			break;
 		/* let requests that arrived meanwhile go first */
 		run_listener();
@@ -245,9 +251,9 @@ run_timers(void)
 }
 
 static long
-turn_timeout(void)
+turn_timeout(bool may_claim)
 {
-	long		timeout = sender_timeout_ms();
+	long		timeout = sender_timeout_ms(may_claim);
 
 	if (http_server_has_ready())
 		return 0;
@@ -286,6 +292,42 @@ reload_config(void)
 }
 
 /*
+ * SIGTERM: stop accepting connections, then store and answer the requests
+ * already read and record the transfers in flight, for SHUTDOWN_GRACE_MS at
+ * most.  A connection with no request under way is simply closed.  Exit code
+ * 1: the postmaster starts the worker again unless it is shutting down.
+ */
+static void
+shutdown_gracefully(void)
+{
+	TimestampTz deadline = ms_from_now(SHUTDOWN_GRACE_MS);
+
+	if (http_fd >= 0)
+		http_server_stop_accepting();
+	for (;;)
+	{
+		serve_requests();
+		sender_run(extension_ready, false);
+		MemoryContextReset(turn_cxt);
+		if (http_server_requests_in_progress() == 0 && sender_in_flight() == 0)
+			break;
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			ereport(LOG,
+					(errmsg("elmo_oscp: stopping with %d requests unfinished and %d deliveries in flight",
+							http_server_requests_in_progress(), sender_in_flight()),
+					 errdetail("Unfinished requests are closed without an answer; deliveries in flight are sent again at the next start.")));
+			break;
+		}
+		wait_for_events(timeout_min(turn_timeout(false), ms_until(deadline)));
+	}
+	http_server_stop();
+	sender_shutdown();
+	ereport(LOG, (errmsg("elmo_oscp worker stopped")));
+	proc_exit(1);
+}
+
+/*
  * Connecting to a database that does not exist is FATAL, and the postmaster
  * would restart us every second, each time with an error.  So until the
  * database has been seen, connect to none, look it up in pg_database every
@@ -306,7 +348,8 @@ wait_for_database(void)
 	{
 		bool		exists;
 
-		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			proc_exit(1);
 		StartTransactionCommand();
 		exists = OidIsValid(get_database_oid(elmo_database, true));
 		CommitTransactionCommand();
@@ -346,7 +389,7 @@ void
 elmo_worker_main(Datum arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	shmem_worker_started();
 	connect_to_database();
@@ -364,6 +407,8 @@ elmo_worker_main(Datum arg)
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			shutdown_gracefully();
 		if (ConfigReloadPending)
 			reload_config();
 		if (http_fd < 0 && GetCurrentTimestamp() >= next_listen_retry)
@@ -379,12 +424,12 @@ elmo_worker_main(Datum arg)
 		/* inbound first: ELMO waits at most 20 s for its answer */
 		serve_requests();
 		/* every turn: transfers in flight must progress even after DROP EXTENSION */
-		sender_run(extension_ready);
+		sender_run(extension_ready, true);
 		run_timers();
 
 		/* table statistics: without them autovacuum never visits our tables */
 		pgstat_report_stat(false);
 		MemoryContextReset(turn_cxt);
-		wait_for_events(turn_timeout());
+		wait_for_events(turn_timeout(true));
 	}
 }
