@@ -46,7 +46,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
 	  printf '%s\n' '\echo Use "CREATE EXTENSION elmo_oscp" to load this file. \quit'; \
 	  for f in $(SQL_PARTS); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
-$(OBJS): $(wildcard $(srcdir)/src/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(EXTENSION).control
 $(TRANSPORT_OBJS): override CPPFLAGS += -include $(srcdir)/src/no_postgres.h
 
 all: check-layers
