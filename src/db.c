@@ -296,7 +296,8 @@ db_find_extension(char **schema, char **version)
 
 /* ---------------------------------------------------------------- time */
 
-/* Milliseconds from now until t, rounded up, at most a minute; 0 when past. */
+/* Milliseconds from now until t, rounded up, at most a minute (a wait then
+ * looks again); 0 when past. */
 long
 ms_until(TimestampTz t)
 {

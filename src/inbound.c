@@ -88,7 +88,7 @@ warn_apply_failed(int64 message_id, ErrorData *edata)
 static ApplyResult
 apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 {
-	long		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+	long		remaining = ms_until(deadline);
 	ApplyResult result = APPLY_FAILED;
 	ErrorData  *edata;
 	bool		timed_out;

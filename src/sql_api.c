@@ -261,7 +261,6 @@ elmo_wait(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		MemoryContext old;
-		TimestampTz now;
 
 		MemoryContextReset(loop_cxt);
 		old = MemoryContextSwitchTo(loop_cxt);
@@ -269,12 +268,9 @@ elmo_wait(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 		if (strcmp(state, "delivered") == 0)
 			break;
-		now = GetCurrentTimestamp();
-		if (now >= deadline)
+		if (GetCurrentTimestamp() >= deadline)
 			break;
-		(void) ConditionVariableTimedSleep(&elmo_shared->outbox_cv,
-										   Min((deadline - now + 999) / 1000, (TimestampTz) 3600 * 1000),
-										   PG_WAIT_EXTENSION);
+		(void) ConditionVariableTimedSleep(&elmo_shared->outbox_cv, ms_until(deadline), PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
 	/* the result must outlive SPI's memory */
