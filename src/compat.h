@@ -1,11 +1,10 @@
 /*
  * compat.h — the differences between the PostgreSQL major versions we build
- * against, in one place: no other file tests PG_VERSION_NUM.
+ * against, in one place: no other file tests PG_VERSION_NUM.  (Like every
+ * header here, it expects postgres.h to be included first.)
  */
 #ifndef ELMO_COMPAT_H
 #define ELMO_COMPAT_H
-
-#include "postgres.h"
 
 #include "storage/latch.h"
 #include "utils/memutils.h"

@@ -6,8 +6,6 @@
 #ifndef ELMO_DB_H
 #define ELMO_DB_H
 
-#include "postgres.h"
-
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 

@@ -41,10 +41,14 @@ static HttpCounts counts;
 static char log_buf[256];
 static bool log_pending = false;
 
-/* MHD's error log: kept here, written to the server log by the worker. */
 #if defined(__GNUC__) || defined(__clang__)
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args)
 #endif
+
+/* MHD's error log: kept here, written to the server log by the worker. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
 
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -339,13 +343,10 @@ read_file(const char *path)
 	return buf;
 }
 
-static bool
-fail(HttpServerError *error, const char *consequence, const char *hint, const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
-			__attribute__((format(printf, 4, 5)))
-#endif
-			;
+static bool fail(HttpServerError *error, const char *consequence, const char *hint,
+				 const char *fmt,...) PRINTF_LIKE(4, 5);
 
+/* Fill *error; false, for the caller to return. */
 static bool
 fail(HttpServerError *error, const char *consequence, const char *hint, const char *fmt, ...)
 {

@@ -1,7 +1,8 @@
 /*
  * settings.c — every elmo_oscp.* setting: its storage, default, limits and
- * checks, in three tables (text, integer, boolean).  Defined once, by
- * _PG_init, while shared_preload_libraries is loaded.
+ * checks: a table of text settings, a table of integer ones, and the one
+ * boolean.  Defined once, by _PG_init, while shared_preload_libraries is
+ * loaded.
  */
 #include "postgres.h"
 

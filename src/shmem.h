@@ -5,8 +5,6 @@
 #ifndef ELMO_SHMEM_H
 #define ELMO_SHMEM_H
 
-#include "postgres.h"
-
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"

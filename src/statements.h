@@ -5,8 +5,6 @@
 #ifndef ELMO_STATEMENTS_H
 #define ELMO_STATEMENTS_H
 
-#include "postgres.h"
-
 #define STATEMENT_MAX_ARGS 6
 
 typedef enum StatementId
