@@ -12,16 +12,17 @@ EXTENSION  = elmo_oscp
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = elmo_oscp
+# In layers, calls going down only (src/CONTRACT.md; src/layers.sh checks it):
+# 0 the transport, plain C (compiled with src/no_postgres.h in front);
+# 1 PostgreSQL helpers; 2 inbound, outbound, tokens, SQL-callable; 3 the loop;
+# 4 the module entry.
+TRANSPORT_OBJS = src/routes.o src/http_server.o src/http_client.o
 OBJS = \
-	src/elmo_oscp.o \
+	$(TRANSPORT_OBJS) \
+	src/settings.o src/shmem.o src/ids.o src/statements.o src/db.o \
+	src/inbound.o src/sender.o src/tokens.o src/sql_api.o \
 	src/worker.o \
-	src/http_server.o \
-	src/routes.o \
-	src/inbound.o \
-	src/sender.o \
-	src/http_client.o \
-	src/outbox_wait.o \
-	src/sql_functions.o
+	src/elmo_oscp.o
 
 # The install script is assembled from readable pieces, in file-name order.
 SQL_PARTS  = $(sort $(wildcard sql/elmo_oscp/*.sql))
@@ -45,8 +46,12 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
 	  printf '%s\n' '\echo Use "CREATE EXTENSION elmo_oscp" to load this file. \quit'; \
 	  for f in $(SQL_PARTS); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
-$(OBJS): src/elmo_oscp.h
-src/sender.o src/http_client.o: src/http_client.h
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(EXTENSION).control
+$(TRANSPORT_OBJS): override CPPFLAGS += -include $(srcdir)/src/no_postgres.h
+
+all: check-layers
+check-layers: $(OBJS)
+	@sh $(srcdir)/src/layers.sh $(OBJS)
 
 # The simulator is a test and demo tool: the extension never builds or links
 # it, so a database server needs no jansson.  test/run.sh and test/demo.sh
@@ -67,4 +72,4 @@ demo:
 bench:
 	bash bench/run.sh
 
-.PHONY: sim test demo bench clean-sim
+.PHONY: sim test demo bench clean-sim check-layers

@@ -6,13 +6,15 @@
  * adds to its WaitEventSet) and CURLMOPT_TIMERFUNCTION records when curl wants
  * to be called back, so the worker never blocks in curl and never needs a
  * thread.  Nothing here opens a transaction: sender.c claims and records,
- * this file only moves Transfers from "claimed" to "finished".  The curl
- * callbacks touch only the malloc'd structures: never palloc, ereport or SPI.
+ * this file only moves Transfers from "claimed" to "finished".  Plain C
+ * only (see no_postgres.h): the curl callbacks below run inside libcurl.
  */
-#include "elmo_oscp.h"
 #include "http_client.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,23 +25,25 @@
 static bool curl_ready = false;
 static int	epfd = -1;
 static CURLM *multi = NULL;
-static int64 curl_deadline_us = -1;	/* monotonic; -1: curl wants no timeout */
+static int64_t curl_deadline_us = -1;	/* monotonic; -1: curl wants no timeout */
 static char socket_known;		/* marker assigned to sockets in epfd */
 
 static Transfer *active = NULL;	/* handed to curl */
 static int	in_flight = 0;
 static CURL *idle_handles[IDLE_HANDLES];
 static int	n_idle = 0;
+static uint64_t n_sent = 0;		/* answered 2xx, since last taken */
+static uint64_t n_failed = 0;	/* anything else */
 
 /* ---------------------------------------------------------------- helpers */
 
-static int64
+static int64_t
 monotonic_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void
@@ -143,7 +147,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_deadline_us = timeout_ms < 0 ? -1 : monotonic_us() + (int64) timeout_ms * 1000;
+	curl_deadline_us = timeout_ms < 0 ? -1 : monotonic_us() + (int64_t) timeout_ms * 1000;
 	return 0;
 }
 
@@ -186,7 +190,7 @@ add_header(Transfer *t, const char *name, const char *value)
 
 /* Configure and hand one claimed message to curl; false if it cannot be. */
 static bool
-start_transfer(Transfer *t)
+start_transfer(Transfer *t, const HttpClientSettings *s)
 {
 	CURL	   *e;
 
@@ -214,12 +218,12 @@ start_transfer(Transfer *t)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *) t);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) elmo_connect_timeout);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) elmo_request_timeout);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (elmo_ca_file && elmo_ca_file[0] != '\0')
-		curl_easy_setopt(e, CURLOPT_CAINFO, elmo_ca_file);
+	if (s->ca_file && s->ca_file[0] != '\0')
+		curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "elmo_oscp/" ELMO_OSCP_VERSION);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -285,6 +289,8 @@ harvest(Transfer **done)
 		/* a transfer that broke before an answer is a network failure */
 		if (t->result != CURLE_OK && t->http_status < 200)
 			t->http_status = 0;
+		if (t->result != CURLE_OK && t->errbuf[0] == '\0')
+			snprintf(t->errbuf, sizeof(t->errbuf), "%s", curl_easy_strerror(t->result));
 		if (t->http_status < 200 || t->http_status > 299)
 		{
 			curl_off_t	dns = 0,
@@ -304,10 +310,10 @@ harvest(Transfer **done)
 					 "\"first_byte_ms\": %.3f, \"total_ms\": %.3f, \"curl_code\": %d}",
 					 dns / 1000.0, connect / 1000.0, tls / 1000.0, first / 1000.0,
 					 total / 1000.0, (int) t->result);
-			pg_atomic_fetch_add_u64(&elmo_shared->send_failures, 1);
+			n_failed++;
 		}
 		else
-			pg_atomic_fetch_add_u64(&elmo_shared->sent, 1);
+			n_sent++;
 		curl_multi_remove_handle(multi, e);
 		transfer_remove(&active, t);
 		in_flight--;
@@ -317,32 +323,30 @@ harvest(Transfer **done)
 
 /* ---------------------------------------------------------------- sender.c's interface */
 
-void
-http_client_init(void)
+bool
+http_client_init(char *error, size_t size)
 {
 	if (curl_ready)
-		return;
+		return true;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 	{
-		ereport(LOG, (errmsg("elmo_oscp: libcurl could not be initialized: nothing will be sent to ELMO")));
-		elmo_set_last_error("sender: libcurl could not be initialized");
-		return;
+		snprintf(error, size, "libcurl could not be initialized");
+		return false;
 	}
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	multi = curl_multi_init();
 	if (epfd < 0 || multi == NULL)
 	{
-		ereport(LOG, (errmsg("elmo_oscp: the sender could not start (%s): nothing will be sent to ELMO",
-							 epfd < 0 ? "epoll_create1 failed" : "curl_multi_init failed")));
-		elmo_set_last_error("sender: could not start");
+		snprintf(error, size, "%s", epfd < 0 ? "epoll_create1 failed" : "curl_multi_init failed");
 		if (epfd >= 0)
 			close(epfd);
 		epfd = -1;
-		return;
+		return false;
 	}
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_ready = true;
+	return true;
 }
 
 /* Drops what is in flight: the caller has freed its own lists first. */
@@ -386,12 +390,12 @@ http_client_epoll_fd(void)
 long
 http_client_timeout_ms(void)
 {
-	int64		us;
+	int64_t		us;
 
 	if (curl_deadline_us < 0)
 		return -1;
 	us = curl_deadline_us - monotonic_us();
-	return us <= 0 ? 0 : (long) Min((us + 999) / 1000, (int64) 60000);
+	return us <= 0 ? 0 : (us >= 60000000 ? 60000 : (long) ((us + 999) / 1000));
 }
 
 int
@@ -406,9 +410,9 @@ http_client_in_flight(void)
  * with backoff.
  */
 void
-http_client_start(Transfer *t, Transfer **done)
+http_client_start(Transfer *t, const HttpClientSettings *settings, Transfer **done)
 {
-	if (!start_transfer(t))
+	if (!start_transfer(t, settings))
 	{
 		snprintf(t->errbuf, sizeof(t->errbuf), "could not start the transfer (out of memory)");
 		t->result = CURLE_OUT_OF_MEMORY;
@@ -428,4 +432,13 @@ http_client_run(Transfer **done)
 {
 	drive_curl();
 	harvest(done);
+}
+
+/* Outcomes since the last call: delivered (2xx) and not. */
+void
+http_client_take_counts(uint64_t *sent, uint64_t *failed)
+{
+	*sent += n_sent;
+	*failed += n_failed;
+	n_sent = n_failed = 0;
 }

@@ -1,10 +1,13 @@
 /*
  * http_client.h — what sender.c (the outbox, SQL) and http_client.c (libcurl)
  * share: one outbound HTTP request and the calls that move it through curl.
- * Kept out of elmo_oscp.h so that only these two files see libcurl.
+ * Plain C: http_client.c uses no PostgreSQL API (see no_postgres.h).
  */
 #ifndef ELMO_HTTP_CLIENT_H
 #define ELMO_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
 
 #include <curl/curl.h>
 
@@ -20,7 +23,7 @@ typedef struct Transfer
 			   *next;			/* in the active or the finished list */
 	CURL	   *easy;
 	struct curl_slist *headers;
-	int64		id;				/* elmo_outbox.id */
+	int64_t		id;				/* elmo_outbox.id */
 	char	   *method;
 	char	   *url;
 	char	   *authorization;	/* NULL: no Authorization header */
@@ -41,14 +44,23 @@ extern void transfer_push(Transfer **head, Transfer *t);
 extern void transfer_remove(Transfer **head, Transfer *t);
 extern void transfer_free_all(Transfer **head);
 
+/* Per transfer: the settings may change at a reload. */
+typedef struct HttpClientSettings
+{
+	long		connect_timeout_ms;
+	long		request_timeout_ms;
+	const char *ca_file;		/* "": the system's CA bundle */
+} HttpClientSettings;
+
 /* libcurl multi, its sockets in a private epoll set */
-extern void http_client_init(void);
+extern bool http_client_init(char *error, size_t size);
 extern void http_client_shutdown(void);
 extern bool http_client_ready(void);
 extern int	http_client_epoll_fd(void);
 extern long http_client_timeout_ms(void);
 extern int	http_client_in_flight(void);
-extern void http_client_start(Transfer *t, Transfer **done);
+extern void http_client_start(Transfer *t, const HttpClientSettings *settings, Transfer **done);
 extern void http_client_run(Transfer **done);
+extern void http_client_take_counts(uint64_t *sent, uint64_t *failed);
 
 #endif							/* ELMO_HTTP_CLIENT_H */

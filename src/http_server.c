@@ -2,51 +2,87 @@
  * http_server.c — libmicrohttpd in external epoll mode, inside the worker.
  *
  * No MHD thread exists: the worker's WaitEventSet watches MHD's epoll
- * descriptor and calls MHD_run(), so every callback below runs on the
- * worker's thread.  The callbacks use malloc and plain C only; a finished
- * request is suspended and parked in the inbound batch, and handled with
- * PostgreSQL APIs after MHD_run() has returned.
+ * descriptor and calls http_server_run(), so every callback below runs on the
+ * worker's thread, in plain C (see no_postgres.h).  A request whose headers
+ * are in is routed and authenticated at once (routes.c); once its body is in
+ * too, it is suspended and queued here.  The worker takes the queue, stores
+ * the requests, sets their answers and resumes them; the next
+ * http_server_run() sends the answers.
  */
-#include "elmo_oscp.h"
+#include "http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
-#include "utils/timestamp.h"
+enum
+{
+	REQ_READING,				/* headers accepted, body being read */
+	REQ_QUEUED,					/* complete, suspended, for the worker */
+	REQ_ANSWERED				/* answer set, to be sent */
+};
 
 static struct MHD_Daemon *mhd = NULL;
 static char *tls_key = NULL;
 static char *tls_cert = NULL;
-static char mhd_log_buf[256];
-static bool mhd_log_pending = false;
+static HttpRequest *ready_head = NULL;
+static HttpRequest *ready_tail = NULL;
+static int	ready_count = 0;
+static int	in_progress = 0;	/* requests between their headers and the
+								 * end of their answer */
+static HttpCounts counts;
+static char log_buf[256];
+static bool log_pending = false;
 
-/* MHD's error log: remembered here, written to the server log after MHD_run. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args)
+#endif
+
+/* MHD's error log: kept here, written to the server log by the worker. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	vsnprintf(mhd_log_buf, sizeof(mhd_log_buf), fmt, ap);
-	mhd_log_pending = true;
+	size_t		n;
+
+	vsnprintf(log_buf, sizeof(log_buf), fmt, ap);
+	n = strlen(log_buf);
+	while (n > 0 && (log_buf[n - 1] == '\n' || log_buf[n - 1] == '\r'))
+		log_buf[--n] = '\0';
+	log_pending = true;
 }
 
-static void
-flush_mhd_log(void)
+bool
+http_server_take_log(char *buf, size_t size)
 {
-	if (mhd_log_pending)
-	{
-		size_t		n = strlen(mhd_log_buf);
+	if (!log_pending)
+		return false;
+	snprintf(buf, size, "%s", log_buf);
+	log_pending = false;
+	return true;
+}
 
-		while (n > 0 && (mhd_log_buf[n - 1] == '\n' || mhd_log_buf[n - 1] == '\r'))
-			mhd_log_buf[--n] = '\0';
-		mhd_log_pending = false;
-		ereport(LOG, (errmsg("elmo_oscp listener: %s", mhd_log_buf)));
+void
+http_server_take_counts(HttpCounts *into)
+{
+	for (int i = 0; i < 6; i++)
+	{
+		into->answered[i] += counts.answered[i];
+		counts.answered[i] = 0;
 	}
 }
 
-/* Plain-C JSON string escaping into a malloc'd error body. */
+/* {"message": "..."} with the message escaped as a JSON string; malloc'd. */
 static char *
 json_error_body(const char *message)
 {
@@ -73,8 +109,9 @@ json_error_body(const char *message)
 	return out;
 }
 
+/* The answer, copied into the request's own memory. */
 void
-http_set_answer(HttpRequest *req, int status, const char *json)
+http_request_set_answer(HttpRequest *req, int status, const char *json)
 {
 	free(req->answer);
 	req->answer = json ? strdup(json) : NULL;
@@ -83,18 +120,19 @@ http_set_answer(HttpRequest *req, int status, const char *json)
 }
 
 void
-http_set_error(HttpRequest *req, int status, const char *message)
+http_request_resume(HttpRequest *req)
 {
-	free(req->answer);
-	req->answer = json_error_body(message);
-	req->status = status;
-	req->state = REQ_ANSWERED;
+	MHD_resume_connection(req->conn);
 }
 
-const char *
-http_header(HttpRequest *req, const char *name)
+static void
+set_refusal(HttpRequest *req, const Refusal *refusal)
 {
-	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+	free(req->answer);
+	req->answer = json_error_body(refusal->message);
+	req->status = refusal->status;
+	req->allow = refusal->allow;
+	req->state = REQ_ANSWERED;
 }
 
 static enum MHD_Result
@@ -116,7 +154,7 @@ queue_answer(HttpRequest *req)
 	ret = MHD_queue_response(req->conn, req->status, resp);
 	MHD_destroy_response(resp);
 	if (class >= 1 && class <= 5)
-		pg_atomic_fetch_add_u64(&elmo_shared->requests[class], 1);
+		counts.answered[class]++;
 	return ret;
 }
 
@@ -125,17 +163,20 @@ append_body(HttpRequest *req, const char *data, size_t len)
 {
 	if (req->too_large)
 		return true;			/* keep draining, answer 413 at the end */
-	if (req->body_len + len > (size_t) elmo_max_request_size)
+	if (req->body_len + len > routes_max_request_size())
 	{
 		req->too_large = true;
 		return true;
 	}
 	if (req->body_len + len + 1 > req->body_cap)
 	{
-		size_t		cap = Max(req->body_cap * 2, req->body_len + len + 1);
+		size_t		cap = req->body_cap * 2;
 		char	   *nb;
 
-		cap = Max(cap, 1024);
+		if (cap < req->body_len + len + 1)
+			cap = req->body_len + len + 1;
+		if (cap < 1024)
+			cap = 1024;
 		nb = realloc(req->body, cap);
 		if (nb == NULL)
 			return false;
@@ -148,6 +189,70 @@ append_body(HttpRequest *req, const char *data, size_t len)
 	return true;
 }
 
+static const char *
+header(struct MHD_Connection *conn, const char *name)
+{
+	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/* Headers are in: route, authenticate, check limits before any body. */
+static enum MHD_Result
+start_request(struct MHD_Connection *conn, const char *url, const char *method, void **con_cls)
+{
+	HttpRequest *req = calloc(1, sizeof(HttpRequest));
+	RouteHeaders h;
+	Refusal		refusal;
+
+	if (req == NULL)
+		return MHD_NO;
+	req->conn = conn;
+	req->state = REQ_READING;
+	*con_cls = req;
+	in_progress++;
+	h.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION);
+	h.content_length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	h.request_id = header(conn, "X-Request-ID");
+	h.correlation_id = header(conn, "X-Correlation-ID");
+	if (!routes_accept_headers(url, method, &h, &req->info, &refusal))
+	{
+		set_refusal(req, &refusal);
+		return queue_answer(req);
+	}
+	return MHD_YES;
+}
+
+/* The whole request is here: refuse it, or queue it for the worker. */
+static enum MHD_Result
+finish_request(HttpRequest *req)
+{
+	Refusal		refusal;
+
+	if (req->too_large)
+	{
+		routes_refuse_too_large(&refusal);
+		set_refusal(req, &refusal);
+		return queue_answer(req);
+	}
+	if (req->body == NULL && !append_body(req, "", 0))
+		return MHD_NO;
+	if (!routes_accept_body(&req->info, req->body_len,
+							header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE), &refusal))
+	{
+		set_refusal(req, &refusal);
+		return queue_answer(req);
+	}
+	req->state = REQ_QUEUED;
+	MHD_suspend_connection(req->conn);
+	req->next = NULL;
+	if (ready_tail)
+		ready_tail->next = req;
+	else
+		ready_head = req;
+	ready_tail = req;
+	ready_count++;
+	return MHD_YES;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		   const char *method, const char *version, const char *upload_data,
@@ -156,18 +261,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	HttpRequest *req = *con_cls;
 
 	if (req == NULL)
-	{
-		/* headers are in: route, authenticate, check limits before any body */
-		req = calloc(1, sizeof(HttpRequest));
-		if (req == NULL)
-			return MHD_NO;
-		req->conn = conn;
-		*con_cls = req;
-		if (!route_request(req, url, method))
-			return queue_answer(req);
-		return MHD_YES;
-	}
-
+		return start_request(conn, url, method, con_cls);
 	if (*upload_data_size > 0)
 	{
 		if (!append_body(req, upload_data, *upload_data_size))
@@ -175,31 +269,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-
 	if (req->state == REQ_ANSWERED)
 		return queue_answer(req);
-	if (req->state == REQ_PARKED)
+	if (req->state == REQ_QUEUED)
 		return MHD_YES;			/* spurious call while suspended */
-
-	/* the whole request is here */
-	if (req->too_large)
-	{
-		char		msg[128];
-
-		snprintf(msg, sizeof(msg), "request body larger than elmo_oscp.max_request_size (%d bytes)",
-				 elmo_max_request_size);
-		http_set_error(req, 413, msg);
-		return queue_answer(req);
-	}
-	if (req->body == NULL && !append_body(req, "", 0))
-		return MHD_NO;
-	if (!route_check_body(req))
-		return queue_answer(req);
-
-	req->state = REQ_PARKED;
-	MHD_suspend_connection(conn);
-	inbound_park(req);
-	return MHD_YES;
+	return finish_request(req);
 }
 
 static void
@@ -211,17 +285,36 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (req == NULL)
 		return;
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-		pg_atomic_fetch_add_u64(&elmo_shared->requests[0], 1);
+		counts.answered[0]++;
+	in_progress--;
 	free(req->body);
 	free(req->answer);
 	free(req);
 	*con_cls = NULL;
 }
 
-void
-http_resume(HttpRequest *req)
+bool
+http_server_has_ready(void)
 {
-	MHD_resume_connection(req->conn);
+	return ready_head != NULL;
+}
+
+/* The completed requests, oldest first; the worker answers and resumes each. */
+HttpRequest *
+http_server_take_ready(int *count)
+{
+	HttpRequest *list = ready_head;
+
+	*count = ready_count;
+	ready_head = ready_tail = NULL;
+	ready_count = 0;
+	return list;
+}
+
+int
+http_server_requests_in_progress(void)
+{
+	return in_progress;
 }
 
 static char *
@@ -250,114 +343,146 @@ read_file(const char *path)
 	return buf;
 }
 
-bool
-http_server_start(void)
-{
-	struct sockaddr_storage addr;
-	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-	const char *listen = elmo_listen_addresses;
-	bool		tls = (elmo_tls_cert_file[0] != '\0');
-	char		msg[ELMO_ERRLEN];
+static bool fail(HttpServerError *error, const char *consequence, const char *hint,
+				 const char *fmt,...) PRINTF_LIKE(4, 5);
 
-	memset(&addr, 0, sizeof(addr));
+/* Fill *error; false, for the caller to return. */
+static bool
+fail(HttpServerError *error, const char *consequence, const char *hint, const char *fmt, ...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(error->message, sizeof(error->message), fmt, ap);
+	va_end(ap);
+	error->consequence = consequence;
+	error->hint = hint;
+	return false;
+}
+
+/* The listening address; false if it is not an IP address. */
+static bool
+listen_address(const HttpServerSettings *s, struct sockaddr_storage *addr, unsigned int *flags)
+{
+	const char *listen = s->listen_address;
+
+	memset(addr, 0, sizeof(*addr));
 	if (strcmp(listen, "*") == 0 || strcmp(listen, "::") == 0)
 	{
-		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) &addr;
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) addr;
 
 		a6->sin6_family = AF_INET6;
 		a6->sin6_addr = in6addr_any;
-		a6->sin6_port = htons(elmo_port);
-		flags |= MHD_USE_DUAL_STACK;
+		a6->sin6_port = htons(s->port);
+		*flags |= MHD_USE_DUAL_STACK;
+		return true;
 	}
-	else if (strchr(listen, ':') != NULL)
+	if (strchr(listen, ':') != NULL)
 	{
-		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) &addr;
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) addr;
 
 		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons(elmo_port);
-		if (inet_pton(AF_INET6, listen, &a6->sin6_addr) != 1)
-			goto bad_address;
-		flags |= MHD_USE_IPv6;
+		a6->sin6_port = htons(s->port);
+		*flags |= MHD_USE_IPv6;
+		return inet_pton(AF_INET6, listen, &a6->sin6_addr) == 1;
 	}
-	else
 	{
-		struct sockaddr_in *a4 = (struct sockaddr_in *) &addr;
+		struct sockaddr_in *a4 = (struct sockaddr_in *) addr;
 
 		a4->sin_family = AF_INET;
-		a4->sin_port = htons(elmo_port);
+		a4->sin_port = htons(s->port);
 		if (strcmp(listen, "localhost") == 0)
 			listen = "127.0.0.1";
-		if (inet_pton(AF_INET, listen, &a4->sin_addr) != 1)
-			goto bad_address;
+		return inet_pton(AF_INET, listen, &a4->sin_addr) == 1;
 	}
+}
 
+bool
+http_server_start(const HttpServerSettings *s, HttpServerError *error)
+{
+	struct sockaddr_storage addr;
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	bool		tls = (s->tls_cert_file[0] != '\0');
+
+	if (!listen_address(s, &addr, &flags))
+		return fail(error, NULL, "Use one IPv4 or IPv6 address, \"localhost\" or \"*\".",
+					"elmo_oscp.listen_addresses \"%s\" is not an IP address", s->listen_address);
 	if (tls)
 	{
 		free(tls_cert);
 		free(tls_key);
-		tls_cert = read_file(elmo_tls_cert_file);
-		tls_key = read_file(elmo_tls_key_file[0] ? elmo_tls_key_file : elmo_tls_cert_file);
+		tls_cert = read_file(s->tls_cert_file);
+		tls_key = read_file(s->tls_key_file[0] ? s->tls_key_file : s->tls_cert_file);
 		if (tls_cert == NULL || tls_key == NULL)
-		{
-			snprintf(msg, sizeof(msg), "cannot read elmo_oscp.tls_cert_file or tls_key_file: %m");
-			elmo_set_last_error(msg);
-			ereport(LOG, (errmsg("elmo_oscp: %s; the listener stays down (it never falls back to plain HTTP)", msg)));
-			return false;
-		}
+			return fail(error, "the listener stays down (it never falls back to plain HTTP)", NULL,
+						"cannot read elmo_oscp.tls_cert_file or tls_key_file: %s", strerror(errno));
 		flags |= MHD_USE_TLS;
 	}
 
-	mhd_log_pending = false;
-	mhd = MHD_start_daemon(flags, (uint16_t) elmo_port, NULL, NULL,
+	log_pending = false;
+	mhd = MHD_start_daemon(flags, (uint16_t) s->port, NULL, NULL,
 						   &on_request, NULL,
 						   MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, NULL,
 						   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-						   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) elmo_max_connections,
-						   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) elmo_connection_timeout,
+						   MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
+						   MHD_OPTION_CONNECTION_TIMEOUT, s->connection_timeout,
 						   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) (64 * 1024),
 						   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 						   MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
 						   tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, tls_cert,
 						   MHD_OPTION_HTTPS_MEM_KEY, tls_key,
 						   MHD_OPTION_END);
-	flush_mhd_log();
 	if (mhd == NULL)
-	{
-		snprintf(msg, sizeof(msg), "cannot listen on %s:%d%s", elmo_listen_addresses, elmo_port,
-				 tls ? " (TLS)" : "");
-		elmo_set_last_error(msg);
-		ereport(LOG, (errmsg("elmo_oscp: %s; retrying in 5 s", msg),
-					  errhint("Check that elmo_oscp.port is free and the certificate and key match.")));
-		return false;
-	}
-
-	SpinLockAcquire(&elmo_shared->mutex);
-	elmo_shared->listening = true;
-	elmo_shared->tls = tls;
-	elmo_shared->bound_port = elmo_port;
-	strlcpy(elmo_shared->bound_address, elmo_listen_addresses, sizeof(elmo_shared->bound_address));
-	SpinLockRelease(&elmo_shared->mutex);
-	ereport(LOG, (errmsg("elmo_oscp: listening on %s:%d (%s), path prefix %s",
-						 elmo_listen_addresses, elmo_port, tls ? "https" : "http",
-						 elmo_path_prefix)));
+		return fail(error, "retrying in 5 s",
+					"Check that elmo_oscp.port is free and the certificate and key match.",
+					"cannot listen on %s:%d%s", s->listen_address, s->port, tls ? " (TLS)" : "");
 	return true;
+}
 
-bad_address:
-	snprintf(msg, sizeof(msg), "elmo_oscp.listen_addresses \"%s\" is not an IP address", listen);
-	elmo_set_last_error(msg);
-	ereport(LOG, (errmsg("elmo_oscp: %s", msg),
-				  errhint("Use one IPv4 or IPv6 address, \"localhost\" or \"*\".")));
-	return false;
+/*
+ * Shutting down: take the connections already waiting to be accepted (their
+ * clients sent before we stopped), then refuse new ones at once, so that
+ * nobody waits on a socket nobody reads.
+ */
+void
+http_server_stop_accepting(void)
+{
+	const union MHD_DaemonInfo *info;
+	struct pollfd pfd;
+	MHD_socket	fd;
+
+	if (mhd == NULL)
+		return;
+	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_LISTEN_FD);
+	if (info != NULL)
+	{
+		pfd.fd = info->listen_fd;
+		pfd.events = POLLIN;
+		for (int i = 0; i < 100 && poll(&pfd, 1, 0) > 0; i++)
+			MHD_run(mhd);
+	}
+	fd = MHD_quiesce_daemon(mhd);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 }
 
 void
 http_server_stop(void)
 {
-	if (mhd)
+	if (mhd == NULL)
+		return;
+	/* libmicrohttpd must not be stopped with a connection suspended */
+	while (ready_head)
 	{
-		MHD_stop_daemon(mhd);
-		mhd = NULL;
+		HttpRequest *req = ready_head;
+
+		ready_head = req->next;
+		MHD_resume_connection(req->conn);
 	}
+	ready_tail = NULL;
+	ready_count = 0;
+	MHD_stop_daemon(mhd);
+	mhd = NULL;
 }
 
 int
@@ -371,6 +496,7 @@ http_server_epoll_fd(void)
 	return info ? info->epoll_fd : -1;
 }
 
+/* When libmicrohttpd wants to run again, in ms (at most a minute); -1: never. */
 long
 http_server_timeout_ms(void)
 {
@@ -378,14 +504,12 @@ http_server_timeout_ms(void)
 
 	if (mhd == NULL || MHD_get_timeout(mhd, &ms) != MHD_YES)
 		return -1;
-	return (long) Min(ms, (MHD_UNSIGNED_LONG_LONG) 60000);
+	return ms > 60000 ? 60000 : (long) ms;
 }
 
 void
 http_server_run(void)
 {
-	if (mhd == NULL)
-		return;
-	MHD_run(mhd);
-	flush_mhd_log();
+	if (mhd != NULL)
+		MHD_run(mhd);
 }

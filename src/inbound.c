@@ -1,31 +1,31 @@
 /*
- * inbound.c — from a parked HTTP request to a committed row and an answer.
+ * inbound.c — from a completed HTTP request to a committed row and an answer.
  *
- * Every request that finished during one MHD_run() shares one transaction
- * (group commit): each is received (validated and stored as it came, by
- * _elmo_receive), then applied in its own subtransaction (_elmo_apply: the
- * forecast rows, the CSMS's triggers, NOTIFY), all within one time budget,
- * elmo_oscp.apply_timeout, for the whole batch.  A failing apply rolls back
- * only its subtransaction; an apply the budget cuts short stays 'received'
- * and is applied after the answers went out.  Only after COMMIT is any
- * request answered 204.
+ * The requests the listener completed in one turn share one transaction
+ * (group commit), at most elmo_oscp.batch_max of them: each is received
+ * (validated and stored as it came, by _elmo_receive), then applied in its
+ * own subtransaction (_elmo_apply: the forecast rows, the CSMS's triggers,
+ * NOTIFY), all within one time budget, elmo_oscp.apply_timeout, for the
+ * whole batch.  A failing apply rolls back only its subtransaction; an apply
+ * the budget cuts short stays 'received' and is applied after the answers
+ * went out.  Only after COMMIT is any request resumed, so a 204 always means
+ * stored.  Every answer is copied into the request's own memory when it is
+ * known: SPI's memory is gone after the commit.
  */
-#include "elmo_oscp.h"
+#include "postgres.h"
 
-#include <stdlib.h>
-
-#include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/snapmgr.h"
-#include "utils/timeout.h"
 #include "utils/timestamp.h"
+
+#include "db.h"
+#include "ids.h"
+#include "inbound.h"
+#include "settings.h"
+#include "shmem.h"
 
 typedef enum ApplyResult
 {
@@ -34,20 +34,18 @@ typedef enum ApplyResult
 	APPLY_OUT_OF_TIME
 } ApplyResult;
 
-/* Per request, while its batch is processed. */
-typedef struct Receipt
+/* One batch: its requests and what the transaction found for each. */
+typedef struct Batch
 {
-	HttpRequest *req;
-	int			status;
-	char	   *error;			/* JSON, palloc'd in the batch context */
-	int64		message_id;		/* 0: nothing stored (error or duplicate) */
-} Receipt;
+	HttpRequest **reqs;
+	int64	   *message_id;		/* 0: nothing stored (error or duplicate) */
+	int			n;
+	bool		extension_ready;
+	int			stored;
+	bool		deferred;		/* an apply was deferred or failed */
+} Batch;
 
-static HttpRequest *pending_head = NULL;
-static HttpRequest *pending_tail = NULL;
-static int	pending_count = 0;
 static TimestampTz next_retry_at = 0;	/* 0: look now */
-static SPIPlanPtr plan_receive = NULL;
 
 /*
  * When a batch ran out of apply budget (a slow CSMS trigger), the batches of
@@ -57,100 +55,48 @@ static SPIPlanPtr plan_receive = NULL;
  */
 static TimestampTz overloaded_until = 0;
 
-/*
- * The hot path's statements, parsed and planned once per worker.  A saved
- * plan survives DROP/CREATE EXTENSION: the plan cache re-resolves names.
- */
-static SPIPlanPtr
-saved_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*slot = p;
-	}
-	return *slot;
-}
-
-void
-inbound_park(HttpRequest *req)
-{
-	req->next = NULL;
-	if (pending_tail)
-		pending_tail->next = req;
-	else
-		pending_head = req;
-	pending_tail = req;
-	pending_count++;
-}
-
-bool
-inbound_pending(void)
-{
-	return pending_head != NULL;
-}
-
 static void
-answer_and_resume(HttpRequest *req, int status, const char *json)
+apply_work(void *arg)
 {
-	http_set_answer(req, status, json);
-	http_resume(req);
+	Datum		id = Int64GetDatum(*(int64 *) arg);
+
+	db_run(STMT_APPLY, &id, NULL, 1);
+}
+
+/* The apply's error in the log, with every field it came with, and what to do. */
+static void
+warn_apply_failed(int64 message_id, ErrorData *edata)
+{
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("elmo_oscp: applying received message %lld failed; it is kept and will be retried",
+					(long long) message_id),
+			 errdetail_internal("%s (SQLSTATE %s)%s%s", edata->message, unpack_sql_state(edata->sqlerrcode),
+								edata->detail ? "\n" : "", edata->detail ? edata->detail : ""),
+			 errhint("%s%sSee the view elmo_unapplied; fix the trigger, or call elmo_replay(%lld) or elmo_discard(%lld, reason).",
+					 edata->hint ? edata->hint : "", edata->hint ? " " : "",
+					 (long long) message_id, (long long) message_id),
+			 edata->context ? errcontext("%s", edata->context) : 0));
 }
 
 /*
- * Apply one stored message in its own subtransaction, within [deadline].
- * Failures are recorded (and the CSMS told by NOTIFY in _elmo_apply_failed);
- * running out of time records nothing when [record_timeout] is false: the
- * message simply stays 'received'.
+ * Inside a transaction: apply one stored message in its own subtransaction,
+ * within [deadline].  Failures are recorded (and the CSMS told by NOTIFY in
+ * _elmo_apply_failed); running out of time records nothing when
+ * [record_timeout] is false: the message simply stays 'received'.
  */
 static ApplyResult
 apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ApplyResult result = APPLY_OK;
-	ErrorData  *volatile edata = NULL;
-	volatile bool timed_out = false;
-	long		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
-	Datum		arg = Int64GetDatum(message_id);
-	Oid			argtype = INT8OID;
+	long		remaining = ms_until(deadline);
+	ApplyResult result = APPLY_FAILED;
+	ErrorData  *edata;
+	bool		timed_out;
+	Datum		vals[3];
 
 	if (remaining <= 0)
 		return APPLY_OUT_OF_TIME;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	enable_timeout_after(STATEMENT_TIMEOUT, (int) remaining);
-	PG_TRY();
-	{
-		static SPIPlanPtr plan = NULL;
-
-		SPI_execute_plan(saved_plan(&plan, "SELECT _elmo_apply($1)", 1, &argtype), &arg, NULL, false, 1);
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		timed_out = get_timeout_indicator(STATEMENT_TIMEOUT, false);
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	/* a timer that fired between the apply's end and disable_timeout */
-	QueryCancelPending = false;
-
+	edata = db_subtransaction(apply_work, &message_id, (int) remaining, &timed_out);
 	if (edata == NULL)
 		return APPLY_OK;
 
@@ -165,40 +111,20 @@ apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
 		edata->message = psprintf("applying took longer than elmo_oscp.apply_timeout (%d ms); the CSMS's triggers on capacity_forecast must be fast",
 								  elmo_apply_timeout);
 	}
-	else
-		result = APPLY_FAILED;
-
-	{
-		static SPIPlanPtr plan = NULL;
-		Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
-		Datum		vals[3];
-
-		vals[0] = Int64GetDatum(message_id);
-		vals[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-		vals[2] = CStringGetTextDatum(edata->message);
-
-		SPI_execute_plan(saved_plan(&plan, "SELECT _elmo_apply_failed($1, $2, $3)", 3, types), vals, NULL, false, 1);
-	}
+	vals[0] = Int64GetDatum(message_id);
+	vals[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	vals[2] = CStringGetTextDatum(edata->message);
+	db_run(STMT_APPLY_FAILED, vals, NULL, 1);
 	pg_atomic_fetch_add_u64(&elmo_shared->apply_failures, 1);
-	ereport(WARNING,
-			(errmsg("elmo_oscp: applying received message %lld failed; it is kept and will be retried",
-					(long long) message_id),
-			 errdetail("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode)),
-			 errhint("See the view elmo_unapplied; fix the trigger, or call elmo_replay(%lld) or elmo_discard(%lld, reason).",
-					 (long long) message_id, (long long) message_id)));
+	warn_apply_failed(message_id, edata);
 	FreeErrorData(edata);
 	return result;
 }
 
-static char *
-health_json(void)
+static void
+answer_health(HttpRequest *req, bool ready)
 {
 	StringInfoData buf;
-	bool		ready;
-
-	SpinLockAcquire(&elmo_shared->mutex);
-	ready = elmo_shared->extension_ready;
-	SpinLockRelease(&elmo_shared->mutex);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"status\":\"ok\",\"version\":");
@@ -206,266 +132,229 @@ health_json(void)
 	appendStringInfoString(&buf, ",\"database\":");
 	escape_json(&buf, elmo_database);
 	appendStringInfo(&buf, ",\"extension_installed\":%s", ready ? "true" : "false");
-	if (ready && SPI_execute("SELECT _elmo_health()::text", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
+	if (ready && db_run(STMT_HEALTH, NULL, NULL, 1) == 1)
 	{
-		char	   *h = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *h = db_text(0, 1);
 
 		appendStringInfo(&buf, ",\"registration\":%s", h ? h : "null");
 	}
 	appendStringInfoChar(&buf, '}');
-	return buf.data;
+	http_request_set_answer(req, 200, buf.data);
 }
 
-/* Receive every request of [rc], apply within one budget, commit. */
+static void
+answer_not_ready(HttpRequest *req)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"message\":");
+	escape_json(&buf, psprintf("the elmo_oscp extension is not created in database %s", elmo_database));
+	appendStringInfoChar(&buf, '}');
+	http_request_set_answer(req, 503, buf.data);
+}
+
+/* _elmo_receive for one request: its answer set, the stored message's id returned. */
+static int64
+receive_one(HttpRequest *req)
+{
+	RequestInfo *info = &req->info;
+	Datum		vals[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			status;
+	Datum		id;
+
+	if (info->request_id[0] == '\0')
+	{
+		/* register/handshake are never refused for a header: make one */
+		char		rid[ELMO_REQUEST_ID_LEN + 1];
+
+		ids_request_id(rid);
+		strlcpy(info->request_id, rid, sizeof(info->request_id));
+	}
+	vals[0] = CStringGetTextDatum(info->message);
+	vals[1] = CStringGetTextDatum(info->method);
+	vals[2] = CStringGetTextDatum(info->request_id);
+	vals[3] = CStringGetTextDatum(info->correlation_id);
+	if (info->correlation_id[0] == '\0')
+		nulls[3] = 'n';
+	vals[4] = CStringGetTextDatum(req->body);
+	vals[5] = BoolGetDatum(info->used_current_token);
+	if (db_run(STMT_RECEIVE, vals, nulls, 1) != 1)
+		elog(ERROR, "_elmo_receive returned no row");
+	status = DatumGetInt32(db_value(0, 1, &isnull));
+	http_request_set_answer(req, status, status == 204 ? NULL : db_text(0, 2));
+	id = db_value(0, 3, &isnull);
+	return isnull ? 0 : DatumGetInt64(id);
+}
+
+/* The transaction of a batch: receive every request, apply within one budget. */
+static void
+batch_work(void *arg)
+{
+	Batch	   *b = (Batch *) arg;
+	TimestampTz deadline;
+
+	b->stored = 0;
+	b->deferred = false;
+	for (int i = 0; i < b->n; i++)
+	{
+		HttpRequest *req = b->reqs[i];
+
+		b->message_id[i] = 0;
+		if (strcmp(req->info.message, "health") == 0)
+			answer_health(req, b->extension_ready);
+		else if (!b->extension_ready)
+			answer_not_ready(req);
+		else if ((b->message_id[i] = receive_one(req)) != 0)
+			b->stored++;
+	}
+
+	pgstat_report_activity(STATE_RUNNING, "elmo_oscp: applying");
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
+	for (int i = 0; i < b->n; i++)
+	{
+		ApplyResult r;
+
+		if (b->message_id[i] == 0)
+			continue;
+		if (GetCurrentTimestamp() < overloaded_until)
+		{
+			b->deferred = true; /* stays 'received', applied after the answers */
+			continue;
+		}
+		r = apply_one(b->message_id[i], deadline, false);
+		/* deferred or failed: the retry pass must look again soon */
+		if (r != APPLY_OK)
+			b->deferred = true;
+		if (r == APPLY_OUT_OF_TIME)
+			overloaded_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
+	}
+}
+
+/* One transaction for b; true when it committed. */
 static bool
-run_batch(Receipt *rc, int n)
+run_batch(Batch *b)
 {
-	volatile bool ok = true;
-	bool		ready;
-	volatile int stored = 0;
-	volatile bool deferred = false;
+	bool		retired = false;
 
-	SpinLockAcquire(&elmo_shared->mutex);
-	ready = elmo_shared->extension_ready;
-	SpinLockRelease(&elmo_shared->mutex);
-
-	PG_TRY();
-	{
-		TimestampTz deadline;
-
-		elmo_xact_begin("elmo_oscp: receiving");
-
-		for (int i = 0; i < n; i++)
-		{
-			HttpRequest *req = rc[i].req;
-			Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-			Datum		vals[6];
-			char		nulls[6] = "      ";
-			char		rid[33];
-
-			rc[i].message_id = 0;
-			rc[i].error = NULL;
-			if (strcmp(req->message, "health") == 0)
-			{
-				rc[i].status = 200;
-				rc[i].error = health_json();
-				continue;
-			}
-			if (!ready)
-			{
-				rc[i].status = 503;
-				rc[i].error = psprintf("{\"message\":\"the elmo_oscp extension is not created in database %s\"}",
-									   quote_identifier(elmo_database));
-				continue;
-			}
-			if (req->request_id[0] == '\0')
-			{
-				/* register/handshake are never refused for a header: make one */
-				elmo_make_request_id(rid);
-				strlcpy(req->request_id, rid, sizeof(req->request_id));
-			}
-			vals[0] = CStringGetTextDatum(req->message);
-			vals[1] = CStringGetTextDatum(req->method);
-			vals[2] = CStringGetTextDatum(req->request_id);
-			vals[3] = CStringGetTextDatum(req->correlation_id);
-			if (req->correlation_id[0] == '\0')
-				nulls[3] = 'n';
-			vals[4] = CStringGetTextDatum(req->body);
-			vals[5] = BoolGetDatum(req->used_current_token);
-			if (SPI_execute_plan(saved_plan(&plan_receive,
-											"SELECT status, error, message_id FROM _elmo_receive($1, $2, $3, $4, $5, $6)",
-											6, types),
-								 vals, nulls, false, 1) != SPI_OK_SELECT ||
-				SPI_processed != 1)
-				elog(ERROR, "_elmo_receive returned no row");
-			{
-				HeapTuple	tup = SPI_tuptable->vals[0];
-				TupleDesc	td = SPI_tuptable->tupdesc;
-				bool		isnull;
-				Datum		d;
-
-				rc[i].status = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
-				rc[i].error = SPI_getvalue(tup, td, 2);
-				d = SPI_getbinval(tup, td, 3, &isnull);
-				rc[i].message_id = isnull ? 0 : DatumGetInt64(d);
-				if (rc[i].message_id)
-					stored++;
-			}
-		}
-
-		/* apply, each in its own subtransaction, one budget for the batch */
-		pgstat_report_activity(STATE_RUNNING, "elmo_oscp: applying");
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
-		for (int i = 0; i < n; i++)
-		{
-			ApplyResult r;
-
-			if (rc[i].message_id == 0)
-				continue;
-			if (GetCurrentTimestamp() < overloaded_until)
-			{
-				deferred = true;	/* stays 'received', applied after the answers */
-				continue;
-			}
-			r = apply_one(rc[i].message_id, deadline, false);
-			/* deferred or failed: the retry pass must look again soon */
-			if (r != APPLY_OK)
-				deferred = true;
-			if (r == APPLY_OUT_OF_TIME)
-				overloaded_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout);
-		}
-
-		elmo_xact_commit();
-	}
-	PG_CATCH();
-	{
-		elmo_abort_after_error("receiving a request");
-		ok = false;
-	}
-	PG_END_TRY();
-
-	if (ok)
-	{
-		bool		retired = false;
-
-		/* ELMO used our current token: the apply retired the previous one */
-		for (int i = 0; i < n && routes_previous_token_live(); i++)
-			retired |= (rc[i].message_id != 0 && rc[i].req->used_current_token);
-		if (retired)
-			elmo_wake_worker();
-		pg_atomic_fetch_add_u64(&elmo_shared->received, stored);
-		if (deferred)
-			next_retry_at = 0;
-	}
-	return ok;
+	if (!db_transaction("receiving", batch_work, b))
+		return false;
+	/* ELMO used our current token: the apply retired the previous one */
+	for (int i = 0; i < b->n; i++)
+		retired |= (b->message_id[i] != 0 && b->reqs[i]->info.used_current_token &&
+					b->reqs[i]->info.previous_token_live);
+	if (retired)
+		shmem_wake_worker();
+	pg_atomic_fetch_add_u64(&elmo_shared->received, b->stored);
+	if (b->deferred)
+		next_retry_at = 0;
+	return true;
 }
 
+/*
+ * Store and answer every request of the list (the listener's completed
+ * requests, in the order they came), batch_max per commit.  Every request is
+ * answered and resumed.
+ */
 void
-inbound_flush(void)
+inbound_handle(HttpRequest *list, int count, bool extension_ready)
 {
-	HttpRequest *list = pending_head;
-	int			n = pending_count;
-	Receipt    *rc;
-	int			i = 0;
-	MemoryContext batch_cxt;
-	MemoryContext old;
+	HttpRequest **reqs = palloc(sizeof(HttpRequest *) * count);
+	int64	   *ids = palloc(sizeof(int64) * count);
+	int			n = 0;
 
-	pending_head = pending_tail = NULL;
-	pending_count = 0;
-	if (list == NULL)
-		return;
+	for (HttpRequest *r = list; r != NULL && n < count; r = r->next)
+		reqs[n++] = r;
 
-	batch_cxt = AllocSetContextCreate(TopMemoryContext, "elmo_oscp inbound batch",
-									  ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(batch_cxt);
-	rc = palloc0(sizeof(Receipt) * n);
-	for (HttpRequest *r = list; r; r = r->next)
-		rc[i++].req = r;
-
-	/* at most elmo_oscp.batch_max requests per commit; each chunk answered at its commit */
 	for (int first = 0; first < n; first += elmo_batch_max)
 	{
-		int			count = Min(elmo_batch_max, n - first);
-		Receipt    *chunk = &rc[first];
+		Batch		b = {&reqs[first], &ids[first], Min(elmo_batch_max, n - first), extension_ready};
 
-		if (!run_batch(chunk, count))
+		if (!run_batch(&b))
 		{
 			/* one bad request must not cost the others their answer: one by one */
-			for (i = 0; i < count; i++)
+			for (int i = 0; i < b.n; i++)
 			{
-				MemoryContextSwitchTo(batch_cxt);
-				if (count == 1 || !run_batch(&chunk[i], 1))
-				{
-					chunk[i].status = 500;
-					chunk[i].error = "{\"message\":\"internal error while storing the message; see the server log\"}";
-				}
+				Batch		one = {&b.reqs[i], &b.message_id[i], 1, extension_ready};
+
+				if (b.n == 1 || !run_batch(&one))
+					http_request_set_answer(b.reqs[i], 500,
+											"{\"message\":\"internal error while storing the message; see the server log\"}");
 			}
 		}
-		MemoryContextSwitchTo(batch_cxt);
-
-		for (i = 0; i < count; i++)
-		{
-			int			status = chunk[i].status;
-
-			answer_and_resume(chunk[i].req, status, status == 204 ? NULL : chunk[i].error);
-		}
+		for (int i = 0; i < b.n; i++)
+			http_request_resume(b.reqs[i]);
 	}
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(batch_cxt);
 }
 
 /*
  * Apply what the budget deferred and retry what failed, one message per
- * transaction, never while a request waits for its answer.
+ * transaction.  The worker calls it only while no request waits for its
+ * answer.
  */
-void
-inbound_retry_applies(void)
+typedef struct RetryWork
 {
-	volatile int done = 0;
+	bool		applied;
+	TimestampTz next;
+} RetryWork;
 
-	if (next_retry_at != 0 && GetCurrentTimestamp() < next_retry_at)
-		return;
+static void
+retry_work(void *arg)
+{
+	RetryWork  *r = (RetryWork *) arg;
+	Datum		one = Int32GetDatum(1);
+	bool		isnull;
+	int64		id = 0;
 
-	while (done < 16 && !inbound_pending())
+	if (db_run(STMT_APPLIES_DUE, &one, NULL, 1) == 1)
 	{
-		volatile int64 id = 0;
-		volatile TimestampTz next = 0;
-		volatile bool more = false;
+		Datum		d = db_value(0, 1, &isnull);
 
-		PG_TRY();
-		{
-			elmo_xact_begin(NULL);
-			id = 0;
-			if (SPI_execute("SELECT _elmo_applies_due(1)", false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			{
-				bool		isnull;
-				Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-				if (!isnull)
-					id = DatumGetInt64(d);
-			}
-			if (id != 0)
-			{
-				pgstat_report_activity(STATE_RUNNING, "elmo_oscp: retrying an apply");
-				apply_one(id, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout), true);
-				more = true;
-			}
-			else
-				next = elmo_spi_timestamp("SELECT _elmo_next_apply_at()");
-			elmo_xact_commit();
-		}
-		PG_CATCH();
-		{
-			elmo_abort_after_error("retrying an apply");
-			next_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
-			return;
-		}
-		PG_END_TRY();
-
-		if (!more)
-		{
-			TimestampTz cap;
-
-			overloaded_until = 0;	/* nothing is waiting to be applied now */
-			cap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60000);
-
-			next_retry_at = (next != 0 && next < cap) ? next : cap;
-			return;
-		}
-		done++;
-		/* let requests that arrived meanwhile go first */
-		http_server_run();
+		if (!isnull)
+			id = DatumGetInt64(d);
 	}
-	next_retry_at = 0;
+	if (id != 0)
+	{
+		apply_one(id, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout), true);
+		r->applied = true;
+	}
+	else
+		r->next = db_run_timestamp(STMT_NEXT_APPLY_AT);
+}
+
+bool
+inbound_retry_due(void)
+{
+	return next_retry_at == 0 || GetCurrentTimestamp() >= next_retry_at;
+}
+
+/* One message applied (again): true when there may be more right now. */
+bool
+inbound_retry_one(void)
+{
+	RetryWork	r = {false, 0};
+	TimestampTz cap;
+
+	if (!db_transaction("retrying an apply", retry_work, &r))
+	{
+		next_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+		return false;
+	}
+	if (r.applied)
+	{
+		next_retry_at = 0;
+		return true;
+	}
+	overloaded_until = 0;		/* nothing is waiting to be applied now */
+	cap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60000);
+	next_retry_at = (r.next != 0 && r.next < cap) ? r.next : cap;
+	return false;
 }
 
 long
 inbound_retry_timeout_ms(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (next_retry_at <= now)
-		return 0;
-	return (long) Min((next_retry_at - now) / 1000 + 1, (TimestampTz) 60000);
+	return ms_until(next_retry_at);
 }

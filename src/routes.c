@@ -1,32 +1,33 @@
 /*
- * routes.c — which path, which method, who is calling.
+ * routes.c — path, method and authentication, from the headers alone.
  *
- * Runs inside libmicrohttpd's callbacks, so nothing here may use a
- * PostgreSQL API (palloc, ereport, SPI); the token cache is plain C memory,
- * refreshed by routes_reload_tokens() from the worker loop.  Checks, in
- * order: path (404, 501), method (405), token (401), size (413), content
- * type (415), X-Request-ID (400).  The body is validated later, in SQL.
+ * Checks, in order: path (404, 501), method (405), token (401), declared
+ * size (413), X-Request-ID (400); once the body is in, its content type
+ * (415).  The body itself is validated later, in SQL.  Plain C only: this runs
+ * inside libmicrohttpd's callbacks (see no_postgres.h).
  */
-#include "elmo_oscp.h"
+#include "routes.h"
 
-#include <microhttpd.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
-#include "access/xact.h"
-#include "executor/spi.h"
-#include "utils/snapmgr.h"
+#define lengthof(a) (sizeof(a) / sizeof((a)[0]))
+
+static char *path_prefix = NULL;
+static size_t max_request_size = 1024 * 1024;
 
 /* The tokens ELMO may present: ours, and the previous one until retired. */
 static char *token_current = NULL;
 static char *token_previous = NULL;
-static uint64 tokens_generation = 0;
 
 typedef struct Route
 {
 	const char *message;
 	const char *allow;			/* methods, as in an Allow header */
-	bool		needs_request_id;	/* register/handshake never refused for a header */
+	bool		needs_request_id;	/* register/handshake are never refused
+									 * for a header: ELMO crashes on that */
 } Route;
 
 static const Route routes[] = {
@@ -45,6 +46,57 @@ static const char *const not_implemented[] = {
 	"update_group_measurements",
 	"update_asset_measurements",
 };
+
+static char *
+replace_string(char *old, const char *value)
+{
+	if (old != NULL)
+	{
+		explicit_bzero(old, strlen(old));
+		free(old);
+	}
+	return value != NULL ? strdup(value) : NULL;
+}
+
+void
+routes_configure(const char *prefix, size_t max_size)
+{
+	path_prefix = replace_string(path_prefix, prefix);
+	max_request_size = max_size;
+}
+
+size_t
+routes_max_request_size(void)
+{
+	return max_request_size;
+}
+
+/* The worker's copy of the tokens, handed down after each change; wiped when replaced. */
+void
+routes_set_tokens(const char *current, const char *previous)
+{
+	token_current = replace_string(token_current, current);
+	token_previous = replace_string(token_previous, previous);
+}
+
+static bool
+refuse(Refusal *refusal, int status, const char *message)
+{
+	refusal->status = status;
+	refusal->allow = NULL;
+	snprintf(refusal->message, sizeof(refusal->message), "%s", message);
+	return false;
+}
+
+void
+routes_refuse_too_large(Refusal *refusal)
+{
+	char		msg[sizeof(refusal->message)];
+
+	snprintf(msg, sizeof(msg), "request body larger than elmo_oscp.max_request_size (%zu bytes)",
+			 max_request_size);
+	refuse(refusal, 413, msg);
+}
 
 /* Constant-time comparison: the time taken does not depend on where they differ. */
 static bool
@@ -77,176 +129,119 @@ method_allowed(const char *allow, const char *method)
 	return false;
 }
 
+/* Trimmed, printable ASCII only: the value ends up in JSON and in logs. */
 static void
-copy_header(HttpRequest *req, const char *name, char *dst, size_t size)
+copy_header(const char *v, char *dst, size_t size)
 {
-	const char *v = http_header(req, name);
+	size_t		j = 0;
 
-	dst[0] = '\0';
-	if (v)
+	if (v != NULL)
 	{
-		/* trim, keep printable ASCII only: the value ends up in JSON and logs */
-		size_t		j = 0;
-
 		while (*v == ' ' || *v == '\t')
 			v++;
 		for (; *v && j + 1 < size; v++)
 			if (*v > ' ' && *v < 0x7f)
 				dst[j++] = *v;
-		dst[j] = '\0';
 	}
+	dst[j] = '\0';
 }
 
-bool
-route_request(HttpRequest *req, const char *url, const char *method)
+static const Route *
+find_route(const char *url, Refusal *refusal)
 {
-	size_t		plen = strlen(elmo_path_prefix);
+	size_t		plen = path_prefix ? strlen(path_prefix) : 0;
 	const char *name;
-	const Route *route = NULL;
-	const char *auth;
-	const char *len;
-	size_t		given_len;
 
-	strlcpy(req->method, method, sizeof(req->method));
-
-	if (strncmp(url, elmo_path_prefix, plen) != 0 || url[plen] != '/')
+	if (plen == 0 || strncmp(url, path_prefix, plen) != 0 || url[plen] != '/')
 	{
-		http_set_error(req, MHD_HTTP_NOT_FOUND, "no such path; OSCP messages are served under elmo_oscp.path_prefix");
-		return false;
+		refuse(refusal, 404, "no such path; OSCP messages are served under elmo_oscp.path_prefix");
+		return NULL;
 	}
 	name = url + plen + 1;
 	for (size_t i = 0; i < lengthof(routes); i++)
 		if (strcmp(name, routes[i].message) == 0)
-			route = &routes[i];
+			return &routes[i];
+	for (size_t i = 0; i < lengthof(not_implemented); i++)
+		if (strcmp(name, not_implemented[i]) == 0)
+		{
+			refuse(refusal, 501, "this OSCP message is not implemented by this Flexibility Provider");
+			return NULL;
+		}
+	refuse(refusal, 404, "no such OSCP message");
+	return NULL;
+}
+
+/* "Token <token>" (OSCP) or the bare token (the testbed's form is undocumented). */
+static bool
+authenticate(const char *auth, RequestInfo *info, Refusal *refusal)
+{
+	size_t		given_len;
+	bool		cur,
+				prev;
+
+	if (auth != NULL && strncmp(auth, "Token ", 6) == 0)
+		auth += 6;
+	given_len = auth ? strlen(auth) : 0;
+	if (given_len == 0)
+		return refuse(refusal, 401, "missing Authorization header: expected \"Token <token>\"");
+	cur = token_equals(auth, given_len, token_current);
+	prev = token_equals(auth, given_len, token_previous);
+	if (!cur && !prev)
+		return refuse(refusal, 401, "invalid token");
+	info->used_current_token = cur;
+	info->previous_token_live = (token_previous != NULL);
+	return true;
+}
+
+/* Returns true when the request may go on to its body; else *refusal says why. */
+bool
+routes_accept_headers(const char *url, const char *method, const RouteHeaders *headers,
+					  RequestInfo *info, Refusal *refusal)
+{
+	const Route *route;
+
+	memset(info, 0, sizeof(*info));
+	snprintf(info->method, sizeof(info->method), "%s", method);
+	route = find_route(url, refusal);
 	if (route == NULL)
-	{
-		for (size_t i = 0; i < lengthof(not_implemented); i++)
-			if (strcmp(name, not_implemented[i]) == 0)
-			{
-				http_set_error(req, MHD_HTTP_NOT_IMPLEMENTED,
-							   "this OSCP message is not implemented by this Flexibility Provider");
-				return false;
-			}
-		http_set_error(req, MHD_HTTP_NOT_FOUND, "no such OSCP message");
 		return false;
-	}
-	req->message = route->message;
+	info->message = route->message;
 
 	if (!method_allowed(route->allow, method))
 	{
-		http_set_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
-		req->allow = route->allow;
+		refuse(refusal, 405, "method not allowed");
+		refusal->allow = route->allow;
 		return false;
 	}
 	if (strcmp(route->message, "health") == 0)
 		return true;			/* no token: load balancers and monitoring call it */
 
-	/* "Token <token>" (OSCP) or the bare token (the testbed's form is undocumented) */
-	auth = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (auth != NULL && strncmp(auth, "Token ", 6) == 0)
-		auth += 6;
-	given_len = auth ? strlen(auth) : 0;
-	if (auth == NULL || given_len == 0)
+	if (!authenticate(headers->authorization, info, refusal))
+		return false;
+	if (headers->content_length != NULL &&
+		strtoull(headers->content_length, NULL, 10) > (unsigned long long) max_request_size)
 	{
-		http_set_error(req, MHD_HTTP_UNAUTHORIZED, "missing Authorization header: expected \"Token <token>\"");
+		routes_refuse_too_large(refusal);
 		return false;
 	}
-	{
-		bool		cur = token_equals(auth, given_len, token_current);
-		bool		prev = token_equals(auth, given_len, token_previous);
-
-		if (!cur && !prev)
-		{
-			http_set_error(req, MHD_HTTP_UNAUTHORIZED, "invalid token");
-			return false;
-		}
-		req->used_current_token = cur;
-	}
-
-	len = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (len != NULL && strtoull(len, NULL, 10) > (unsigned long long) elmo_max_request_size)
-	{
-		char		msg[128];
-
-		snprintf(msg, sizeof(msg), "request body larger than elmo_oscp.max_request_size (%d bytes)",
-				 elmo_max_request_size);
-		http_set_error(req, 413, msg);
-		return false;
-	}
-
-	copy_header(req, "X-Request-ID", req->request_id, sizeof(req->request_id));
-	copy_header(req, "X-Correlation-ID", req->correlation_id, sizeof(req->correlation_id));
-	if (route->needs_request_id && req->request_id[0] == '\0')
-	{
-		http_set_error(req, MHD_HTTP_BAD_REQUEST, "missing X-Request-ID header");
-		return false;
-	}
+	copy_header(headers->request_id, info->request_id, sizeof(info->request_id));
+	copy_header(headers->correlation_id, info->correlation_id, sizeof(info->correlation_id));
+	if (route->needs_request_id && info->request_id[0] == '\0')
+		return refuse(refusal, 400, "missing X-Request-ID header");
 	return true;
-}
-
-/* Still accepting the previous token?  (Applying a message retires it.) */
-bool
-routes_previous_token_live(void)
-{
-	return token_previous != NULL;
 }
 
 /* Once the body is in: its content type. */
 bool
-route_check_body(HttpRequest *req)
+routes_accept_body(const RequestInfo *info, size_t body_len, const char *content_type,
+				   Refusal *refusal)
 {
-	const char *ct;
+	const char *ct = content_type;
 
-	if (strcmp(req->message, "health") == 0 || req->body_len == 0)
+	if (strcmp(info->message, "health") == 0 || body_len == 0)
 		return true;
-	ct = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
 	if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
 		(ct[16] != '\0' && ct[16] != ';' && ct[16] != ' '))
-	{
-		http_set_error(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
-		return false;
-	}
+		return refuse(refusal, 415, "Content-Type must be application/json");
 	return true;
-}
-
-/*
- * Refresh the token cache when the shared generation moved (a commit that
- * touched the registration or the outbox bumps it).  Worker loop only.
- */
-void
-routes_reload_tokens(void)
-{
-	uint64		gen = pg_atomic_read_u64(&elmo_shared->generation);
-	char	   *volatile cur = NULL;
-	char	   *volatile prev = NULL;
-
-	if (gen == tokens_generation)
-		return;
-
-	PG_TRY();
-	{
-		elmo_xact_begin(NULL);
-		if (SPI_execute("SELECT our_token, previous_token FROM elmo_registration", true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			char	   *c = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			char	   *p = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-
-			cur = c ? strdup(c) : NULL;
-			prev = p ? strdup(p) : NULL;
-		}
-		elmo_xact_commit();
-		tokens_generation = gen;
-	}
-	PG_CATCH();
-	{
-		elmo_abort_after_error("loading tokens");
-		return;
-	}
-	PG_END_TRY();
-
-	free(token_current);
-	free(token_previous);
-	token_current = cur;
-	token_previous = prev;
 }

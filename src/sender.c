@@ -5,27 +5,28 @@
  * set (sender_epoll_fd(), which the worker adds to its WaitEventSet).  This
  * file is the outbox side of it.  Each sender_run():
  *   1. drives curl: ready sockets, and the timeout when it has passed;
- *   2. harvests finished transfers and records every outcome in ONE
- *      transaction (_elmo_record), then wakes elmo_wait() callers;
- *   3. claims more due messages (_elmo_claim) in one short transaction when
+ *   2. records every finished transfer's outcome in ONE transaction
+ *      (_elmo_record), then wakes elmo_wait() callers;
+ *   3. claims more due messages (_elmo_claim) in the same transaction when
  *      something may have become due, and hands them to curl after COMMIT.
- * No transaction is open while requests are in flight.  Every SPI
- * transaction is wrapped in PG_TRY; errors are logged and the loop carries on
- * (a claim rolled back is claimed again; rows left 'sending' are requeued by
- * _elmo_recover() at the next start).
+ * No transaction is open while requests are in flight.  When a transaction
+ * fails, a claim rolled back is claimed again, outcomes are recorded one per
+ * transaction, and a row left 'sending' is requeued by _elmo_recover() at the
+ * next start.
  */
-#include "elmo_oscp.h"
-#include "http_client.h"
+#include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "mb/pg_wchar.h"
-#include "pgstat.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/snapmgr.h"
+#include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
+
+#include "db.h"
+#include "http_client.h"
+#include "sender.h"
+#include "settings.h"
+#include "shmem.h"
 
 static Transfer *finished = NULL;	/* done, outcome not recorded yet */
 
@@ -36,14 +37,13 @@ static uint64 last_generation = 0;
 static TimestampTz next_due = 0;	/* next retry after the last claim; 0: none */
 static TimestampTz retry_sql_at = 0;	/* after an SQL error: not before */
 
-static SPIPlanPtr claim_plan = NULL;
-static SPIPlanPtr next_plan = NULL;
-static SPIPlanPtr record_plan = NULL;
-static bool plans_stale = false;
+/* filled by claim_rows() inside a transaction: statics survive a longjmp */
+static Transfer *claimed = NULL;
+static int	n_claimed = 0;
 
-/* ---------------------------------------------------------------- helpers */
+/* ---------------------------------------------------------------- SQL side */
 
-/* malloc'd copy (callbacks read it); raises inside a transaction only */
+/* malloc'd copy (curl's callbacks read it); raises inside a transaction only */
 static char *
 dup_or_null(const char *s)
 {
@@ -55,74 +55,6 @@ dup_or_null(const char *s)
 	if (d == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	return d;
-}
-
-static bool
-extension_ready(void)
-{
-	bool		ready;
-
-	SpinLockAcquire(&elmo_shared->mutex);
-	ready = elmo_shared->extension_ready;
-	SpinLockRelease(&elmo_shared->mutex);
-	return ready;
-}
-
-/* ---------------------------------------------------------------- SQL side */
-
-static void
-sql_failed(void)
-{
-	elmo_abort_after_error("sender");
-	plans_stale = true;
-	claim_wanted = true;		/* try again once retry_sql_at has passed */
-	retry_sql_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-}
-
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "elmo_oscp: SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "elmo_oscp: SPI_keepplan failed");
-	return plan;
-}
-
-/* Inside a transaction: (re)prepare the statements we run all the time. */
-static void
-prepare_plans(void)
-{
-	if (plans_stale)
-	{
-		/* an error may mean DROP/CREATE EXTENSION: plan afresh */
-		if (claim_plan)
-			SPI_freeplan(claim_plan);
-		if (next_plan)
-			SPI_freeplan(next_plan);
-		if (record_plan)
-			SPI_freeplan(record_plan);
-		claim_plan = next_plan = record_plan = NULL;
-		plans_stale = false;
-	}
-	if (claim_plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		claim_plan = keep_plan("SELECT id, method, url, \"authorization\", request_id, "
-							   "correlation_id, body FROM _elmo_claim($1)", 1, types);
-	}
-	if (next_plan == NULL)
-		next_plan = keep_plan("SELECT _elmo_next_attempt_at()", 0, NULL);
-	if (record_plan == NULL)
-	{
-		Oid			types[5] = {INT8OID, INT4OID, TEXTOID, TEXTOID, JSONBOID};
-
-		record_plan = keep_plan("SELECT _elmo_record($1, $2, $3, $4, $5)", 5, types);
-	}
 }
 
 /* ELMO's answer as text the database accepts: valid UTF-8, no NUL. */
@@ -169,12 +101,11 @@ record_one(Transfer *t)
 {
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int			ret;
 
 	values[0] = Int64GetDatum(t->id);
 	values[1] = Int32GetDatum((int32) t->http_status);
 	if (t->result != CURLE_OK)
-		values[2] = CStringGetTextDatum(t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
+		values[2] = CStringGetTextDatum(t->errbuf);
 	else
 		nulls[2] = 'n';
 	if (t->response_len > 0)
@@ -185,170 +116,116 @@ record_one(Transfer *t)
 		values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(t->timing));
 	else
 		nulls[4] = 'n';
-	ret = SPI_execute_plan(record_plan, values, nulls, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "elmo_oscp: _elmo_record failed: %s", SPI_result_code_string(ret));
+	db_run(STMT_RECORD, values, nulls, 0);
 }
-
-/* Last resort for one outcome _elmo_record could not take: try again in a minute. */
-static void
-requeue_one(int64 id)
-{
-	PG_TRY();
-	{
-		Oid			types[1] = {INT8OID};
-		Datum		values[1] = {Int64GetDatum(id)};
-
-		elmo_xact_begin("elmo_oscp: requeueing a delivery");
-		SPI_execute_with_args("UPDATE elmo_outbox SET state = 'queued', "
-							  "next_attempt_at = now() + interval '1 min' "
-							  "WHERE id = $1 AND state = 'sending'",
-							  1, types, values, NULL, false, 0);
-		elmo_xact_commit();
-	}
-	PG_CATCH();
-	{
-		sql_failed();
-	}
-	PG_END_TRY();
-}
-
-static void
-record_all(void)
-{
-	for (Transfer *t = finished; t; t = t->next)
-		record_one(t);
-}
-
-/* One outcome in its own transaction (after the batch failed). */
-static bool
-record_alone(Transfer *t)
-{
-	volatile bool ok = false;
-
-	PG_TRY();
-	{
-		elmo_xact_begin("elmo_oscp: recording a delivery");
-		prepare_plans();
-		record_one(t);
-		elmo_xact_commit();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		sql_failed();
-	}
-	PG_END_TRY();
-	return ok;
-}
-
-static char *
-getvalue_dup(HeapTuple tup, TupleDesc desc, int col)
-{
-	char	   *v = SPI_getvalue(tup, desc, col);
-
-	return dup_or_null(v);
-}
-
-/* filled by claim_rows() inside a transaction: statics survive a longjmp */
-static Transfer *claimed = NULL;
-static int	n_claimed = 0;
 
 /* Inside a transaction: claim up to lim messages into the claimed list. */
 static void
 claim_rows(int lim)
 {
-	Datum		arg[1];
-	int			ret;
+	Datum		arg = Int32GetDatum(lim);
+	uint64		n = db_run(STMT_CLAIM, &arg, NULL, 0);
 	bool		isnull;
 
-	arg[0] = Int32GetDatum(lim);
-	ret = SPI_execute_plan(claim_plan, arg, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "elmo_oscp: _elmo_claim failed: %s", SPI_result_code_string(ret));
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		Transfer   *t = calloc(1, sizeof(Transfer));
 
 		if (t == NULL)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 		transfer_push(&claimed, t);
 		n_claimed++;
-		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		t->method = getvalue_dup(tup, desc, 2);
-		t->url = getvalue_dup(tup, desc, 3);
-		t->authorization = getvalue_dup(tup, desc, 4);
-		t->request_id = getvalue_dup(tup, desc, 5);
-		t->correlation_id = getvalue_dup(tup, desc, 6);
-		t->body = getvalue_dup(tup, desc, 7);
+		t->id = DatumGetInt64(db_value(i, 1, &isnull));
+		t->method = dup_or_null(db_text(i, 2));
+		t->url = dup_or_null(db_text(i, 3));
+		t->authorization = dup_or_null(db_text(i, 4));
+		t->request_id = dup_or_null(db_text(i, 5));
+		t->correlation_id = dup_or_null(db_text(i, 6));
+		t->body = dup_or_null(db_text(i, 7));
 		if (t->method == NULL || t->url == NULL || t->request_id == NULL || t->body == NULL)
 			elog(ERROR, "elmo_oscp: _elmo_claim returned an incomplete message (id " INT64_FORMAT ")", t->id);
 	}
-	ret = SPI_execute_plan(next_plan, NULL, NULL, false, 1);
-	next_due = 0;
-	if (ret == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	next_due = db_run_timestamp(STMT_NEXT_ATTEMPT_AT);
+}
 
-		if (!isnull)
-			next_due = DatumGetTimestampTz(d);
-	}
+/* One turn's transaction: record what finished, claim up to lim more (0: none). */
+static void
+turn_work(void *arg)
+{
+	int			lim = *(int *) arg;
+
+	for (Transfer *t = finished; t; t = t->next)
+		record_one(t);
+	if (lim > 0)
+		claim_rows(lim);
+}
+
+static void
+record_alone_work(void *arg)
+{
+	record_one((Transfer *) arg);
+}
+
+/* Last resort for an outcome _elmo_record could not take: try again in a minute. */
+static void
+requeue_work(void *arg)
+{
+	Datum		id = Int64GetDatum(((Transfer *) arg)->id);
+
+	db_run(STMT_REQUEUE, &id, NULL, 0);
+}
+
+static void
+recover_work(void *arg)
+{
+	db_run(STMT_RECOVER, NULL, NULL, 0);
+}
+
+static void
+sql_failed(void)
+{
+	claim_wanted = true;		/* try again once retry_sql_at has passed */
+	retry_sql_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 }
 
 /* Hand what was claimed (and committed) to curl. */
 static void
 start_claimed(void)
 {
+	HttpClientSettings s = {elmo_connect_timeout, elmo_request_timeout, elmo_ca_file};
+
 	while (claimed)
 	{
 		Transfer   *t = claimed;
 
 		transfer_remove(&claimed, t);
-		http_client_start(t, &finished);
+		http_client_start(t, &s, &finished);
 	}
 	n_claimed = 0;
 }
 
 /*
- * One transaction per turn: record every finished transfer (_elmo_record),
- * then claim up to lim more (_elmo_claim) when do_claim.  If it fails, the
- * outcomes are recorded one per transaction (one that still fails is
- * requeued, or left 'sending' for the recovery at the next start) and the
- * claim waits for retry_sql_at.
+ * One transaction per turn: record every finished transfer, then claim up to
+ * lim more when do_claim.  If it fails, the outcomes are recorded one per
+ * transaction (one that still fails is requeued, or left 'sending' for the
+ * recovery at the next start) and the claim waits for retry_sql_at.
  */
 static void
 db_turn(bool do_claim, int lim)
 {
-	volatile bool ok = false;
 	bool		had_finished = (finished != NULL);
-
-	PG_TRY();
-	{
-		elmo_xact_begin(do_claim ? "elmo_oscp: recording deliveries, claiming messages"
-				   : "elmo_oscp: recording deliveries");
-		prepare_plans();
-		if (had_finished)
-			record_all();
-		if (do_claim)
-			claim_rows(lim);
-		elmo_xact_commit();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		sql_failed();
-	}
-	PG_END_TRY();
+	int			claim = do_claim ? lim : 0;
+	bool		ok = db_transaction(do_claim ? "recording deliveries, claiming messages"
+									: "recording deliveries", turn_work, &claim);
 
 	if (!ok)
 	{
+		sql_failed();
 		transfer_free_all(&claimed);
 		n_claimed = 0;
 		for (Transfer *t = finished; t; t = t->next)
-			if (!record_alone(t))
-				requeue_one(t->id);
+			if (!db_transaction("recording a delivery", record_alone_work, t))
+				(void) db_transaction("requeueing a delivery", requeue_work, t);
 	}
 	if (had_finished)
 	{
@@ -363,34 +240,20 @@ db_turn(bool do_claim, int lim)
 	}
 }
 
-static bool
-recover(void)
-{
-	volatile bool ok = false;
-
-	PG_TRY();
-	{
-		elmo_xact_begin("elmo_oscp: requeueing interrupted deliveries");
-		prepare_plans();
-		if (SPI_execute("SELECT _elmo_recover()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "elmo_oscp: _elmo_recover failed");
-		elmo_xact_commit();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		sql_failed();
-	}
-	PG_END_TRY();
-	return ok;
-}
-
 /* ---------------------------------------------------------------- the worker's interface */
 
 void
 sender_init(void)
 {
-	http_client_init();
+	char		error[128];
+	char		msg[160];
+
+	if (!http_client_init(error, sizeof(error)))
+	{
+		ereport(LOG, (errmsg("elmo_oscp: the sender could not start (%s): nothing will be sent to ELMO", error)));
+		snprintf(msg, sizeof(msg), "sender: %s", error);
+		shmem_set_last_error(msg);
+	}
 }
 
 void
@@ -407,6 +270,12 @@ int
 sender_epoll_fd(void)
 {
 	return http_client_epoll_fd();
+}
+
+int
+sender_in_flight(void)
+{
+	return http_client_ready() ? http_client_in_flight() : 0;
 }
 
 /*
@@ -430,8 +299,9 @@ claim_ready(TimestampTz now)
 	return in_flight == 0 || room >= Max(1, elmo_max_in_flight / 4);
 }
 
+/* How long the worker may sleep as far as the sender is concerned; -1: no limit. */
 long
-sender_timeout_ms(void)
+sender_timeout_ms(bool may_claim)
 {
 	long		timeout;
 	TimestampTz now;
@@ -439,30 +309,37 @@ sender_timeout_ms(void)
 	if (!http_client_ready())
 		return -1;
 	timeout = http_client_timeout_ms();
-	if (!was_ready)
+	if (finished)
+		return 0;
+	if (!was_ready || !may_claim)
 		return timeout;
 	now = GetCurrentTimestamp();
 	if (retry_sql_at > now)
-	{
-		long		ms = (long) ((retry_sql_at - now) / 1000 + 1);
-
-		return timeout < 0 ? ms : Min(timeout, ms);
-	}
-	if (finished || !recovered || claim_ready(now))
+		return timeout_min(timeout, ms_until(retry_sql_at));
+	if (!recovered || claim_ready(now))
 		return 0;
 	if (next_due > 0)
-	{
-		long		ms = next_due <= now ? 0 : (long) Min((next_due - now) / 1000 + 1, (TimestampTz) 60000);
-
-		timeout = timeout < 0 ? ms : Min(timeout, ms);
-	}
+		timeout = timeout_min(timeout, ms_until(next_due));
 	return timeout;
 }
 
-void
-sender_run(void)
+static void
+publish_counts(void)
 {
-	bool		ready;
+	uint64_t	sent = 0,
+				failed = 0;
+
+	http_client_take_counts(&sent, &failed);
+	if (sent)
+		pg_atomic_fetch_add_u64(&elmo_shared->sent, sent);
+	if (failed)
+		pg_atomic_fetch_add_u64(&elmo_shared->send_failures, failed);
+}
+
+/* may_claim: false while shutting down (finish what is in flight, take nothing new). */
+void
+sender_run(bool extension_ready, bool may_claim)
+{
 	bool		do_claim;
 	TimestampTz now;
 	uint64		generation;
@@ -471,19 +348,18 @@ sender_run(void)
 		return;
 
 	http_client_run(&finished);
+	publish_counts();
 
-	ready = extension_ready();
-	if (ready != was_ready)
+	if (extension_ready != was_ready)
 	{
 		/* the extension appeared, or went away (DROP EXTENSION) */
-		was_ready = ready;
+		was_ready = extension_ready;
 		recovered = false;
-		plans_stale = true;
 		claim_wanted = true;
 		next_due = 0;
 		retry_sql_at = 0;
 	}
-	if (!ready)
+	if (!extension_ready)
 	{
 		/* nowhere to record these: their rows went with the extension */
 		transfer_free_all(&finished);
@@ -497,14 +373,17 @@ sender_run(void)
 
 	if (!recovered)
 	{
-		if (!recover())
+		if (!db_transaction("requeueing interrupted deliveries", recover_work, NULL))
+		{
+			sql_failed();
 			return;
+		}
 		recovered = true;
 		claim_wanted = true;
 	}
 
 	generation = pg_atomic_read_u64(&elmo_shared->generation);
-	do_claim = claim_ready(now);
+	do_claim = may_claim && claim_ready(now);
 	if (!finished && !do_claim)
 		return;
 	if (do_claim)
@@ -517,4 +396,5 @@ sender_run(void)
 
 	/* let curl start what was just added without waiting for another turn */
 	http_client_run(&finished);
+	publish_counts();
 }

@@ -1,179 +1,77 @@
 /*
- * worker.c — the background worker: one thread, one WaitEventSet.
+ * worker.c — the background worker's loop: one thread, one WaitEventSet.
  *
  * The set holds the latch (woken at commit by any backend that queued a
  * message), postmaster death, libmicrohttpd's epoll descriptor (inbound) and
  * libcurl's epoll descriptor (outbound).  Every turn of the loop:
- *   MHD_run → finished requests are parked in the inbound batch
- *   inbound_flush → one transaction for the batch, then the answers
- *   sender_run → outbound transfers progress, outcomes recorded, more claimed
+ *   listener → its completed requests → inbound (one transaction, answers)
+ *   sender → outbound transfers progress, outcomes recorded, more claimed
  *   timers → retried applies, housekeeping (usage reports, retention)
+ * Everything a turn allocates outside a transaction lives in a memory
+ * context that is reset when the turn ends.
+ *
+ * SIGTERM (pg_terminate_backend, a fast shutdown, DROP DATABASE of our
+ * database) finishes what is in hand: the listener stops accepting, the
+ * requests already read are stored and answered, transfers in flight are
+ * recorded, for a few seconds at most; then the worker exits.
  */
-#include "elmo_oscp.h"
+#include "postgres.h"
 
-#include "access/xact.h"
-#include "catalog/namespace.h"
-#include "commands/dbcommands.h"
-#include "commands/extension.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-volatile sig_atomic_t elmo_got_sighup = false;
+#include "compat.h"
+#include "db.h"
+#include "http_server.h"
+#include "inbound.h"
+#include "routes.h"
+#include "sender.h"
+#include "settings.h"
+#include "shmem.h"
+#include "tokens.h"
 
+#define RETRY_LISTEN_MS 5000		/* a listener that could not start */
+#define CHECK_EXTENSION_MS 5000		/* while the extension is not there */
+#define HOUSEKEEPING_MAX_MS 10000	/* at least this often: settings may change */
+#define RETRIES_PER_TURN 16			/* applies retried before looking at requests */
+#define SHUTDOWN_GRACE_MS 3000		/* to finish what is in hand */
+
+PGDLLEXPORT void elmo_worker_main(Datum arg);
+
+static MemoryContext turn_cxt = NULL;
 static WaitEventSet *wait_set = NULL;
 static int	http_fd = -1;
 static int	curl_fd = -1;
 static bool extension_ready = false;
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_extension_check = 0;
-static uint64 generation_seen = 0;	/* a kick from CREATE EXTENSION moves it */
 static TimestampTz next_listen_retry = 0;
+static uint64 generation_seen = 0;	/* a kick from CREATE EXTENSION moves it */
+static uint64 extension_generation_seen = 0;
+static char found_as[NAMEDATALEN * 2];	/* the version and schema last found */
 
-static void
-worker_detach_shmem(int code, Datum arg)
+static TimestampTz
+ms_from_now(int ms)
 {
-	SpinLockAcquire(&elmo_shared->mutex);
-	elmo_shared->worker_pid = 0;
-	elmo_shared->worker_latch = NULL;
-	elmo_shared->listening = false;
-	elmo_shared->extension_ready = false;
-	SpinLockRelease(&elmo_shared->mutex);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 }
 
-/*
- * After an error caught in PG_CATCH: log it (it never holds a token: we never
- * put one in a query or a message), remember it for elmo_status(), abort the
- * transaction and carry on.  Callers are never inside a C library's frame.
- */
-void
-elmo_abort_after_error(const char *where)
-{
-	ErrorData  *edata;
-	char		buf[ELMO_ERRLEN];
-
-	HOLD_INTERRUPTS();
-	MemoryContextSwitchTo(TopMemoryContext);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortOutOfAnyTransaction();
-	MemoryContextSwitchTo(TopMemoryContext);
-
-	snprintf(buf, sizeof(buf), "%s: %s", where, edata->message);
-	elmo_set_last_error(buf);
-	/* an undefined object means the extension may have gone away under us */
-	if (edata->sqlerrcode == ERRCODE_UNDEFINED_FUNCTION ||
-		edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE ||
-		edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
-		next_extension_check = 0;
-	ereport(LOG,
-			(errmsg("elmo_oscp: %s failed: %s", where, edata->message),
-			 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
-	FreeErrorData(edata);
-	RESUME_INTERRUPTS();
-}
-
-/*
- * A short transaction of the worker's own, with SPI and a snapshot.  Call
- * both inside PG_TRY, with elmo_abort_after_error() in the PG_CATCH.
- */
-void
-elmo_xact_begin(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (activity)
-		pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-void
-elmo_xact_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/* The first column of a one-row query as a timestamp (0 when NULL or no row). */
-TimestampTz
-elmo_spi_timestamp(const char *sql)
-{
-	bool		isnull;
-	Datum		d;
-
-	if (SPI_execute(sql, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		return 0;
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetTimestampTz(d);
-}
-
-/*
- * Is the extension created in this database?  If so, point search_path at
- * its schema so the worker's SQL finds it however the DBA placed it.
- */
-static bool
-check_extension(void)
-{
-	volatile bool ready = false;
-	char	   *volatile schema = NULL;
-
-	PG_TRY();
-	{
-		elmo_xact_begin(NULL);
-		/* get_extension_schema() is not exported before PostgreSQL 16 */
-		if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
-						"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-						"WHERE e.extname = 'elmo_oscp'", true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			char	   *nsp = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-			if (nsp)
-			{
-				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-				schema = pstrdup(nsp);
-				MemoryContextSwitchTo(old);
-				ready = true;
-			}
-		}
-		if (ready)
-		{
-			char	   *path = psprintf("%s, pg_catalog", quote_identifier(schema));
-
-			SetConfigOption("search_path", path, PGC_SUSET, PGC_S_OVERRIDE);
-		}
-		elmo_xact_commit();
-	}
-	PG_CATCH();
-	{
-		elmo_abort_after_error("extension check");
-		ready = false;
-	}
-	PG_END_TRY();
-	return ready;
-}
+/* ---------------------------------------------------------------- listener */
 
 static void
 build_wait_set(void)
 {
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
-	wait_set = CreateWaitEventSet(TopMemoryContext, 4);
+	wait_set = elmo_create_wait_event_set(4);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	if (http_fd >= 0)
@@ -182,56 +80,251 @@ build_wait_set(void)
 		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_fd, NULL, NULL);
 }
 
-static long
-ms_until(TimestampTz t)
+/* The settings the listener's routing may take at a reload. */
+static void
+configure_listener(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (t <= now)
-		return 0;
-	return (long) Min((t - now) / 1000 + 1, (TimestampTz) 60000);
+	routes_configure(elmo_path_prefix, (size_t) elmo_max_request_size);
 }
 
-static long
-min_timeout(long a, long b)
+static void
+start_listener(void)
 {
-	if (a < 0)
-		return b;
-	if (b < 0)
-		return a;
-	return Min(a, b);
+	HttpServerSettings s = {elmo_listen_addresses, elmo_port, elmo_tls_cert_file, elmo_tls_key_file,
+	(unsigned int) elmo_max_connections, (unsigned int) elmo_connection_timeout};
+	HttpServerError err = {{0}};
+	bool		tls = (elmo_tls_cert_file[0] != '\0');
+
+	if (!http_server_start(&s, &err))
+	{
+		shmem_set_last_error(err.message);
+		ereport(LOG,
+				(errmsg("elmo_oscp: %s%s%s", err.message, err.consequence ? "; " : "",
+						err.consequence ? err.consequence : ""),
+				 err.hint ? errhint("%s", err.hint) : 0));
+		next_listen_retry = ms_from_now(RETRY_LISTEN_MS);
+		return;
+	}
+	http_fd = http_server_epoll_fd();
+	shmem_set_listening(true, tls, elmo_listen_addresses, elmo_port);
+	ereport(LOG, (errmsg("elmo_oscp: listening on %s:%d (%s), path prefix %s",
+						 elmo_listen_addresses, elmo_port, tls ? "https" : "http", elmo_path_prefix)));
+}
+
+/* Let libmicrohttpd work; pass on what it logged and counted. */
+static void
+run_listener(void)
+{
+	char		msg[256];
+	HttpCounts	c = {{0}};
+
+	http_server_run();
+	while (http_server_take_log(msg, sizeof(msg)))
+		ereport(LOG, (errmsg("elmo_oscp listener: %s", msg)));
+	http_server_take_counts(&c);
+	for (int i = 0; i < 6; i++)
+		if (c.answered[i])
+			pg_atomic_fetch_add_u64(&elmo_shared->requests[i], c.answered[i]);
+}
+
+/* Requests completed in this turn: stored, answered, and the answers sent. */
+static void
+serve_requests(void)
+{
+	HttpRequest *list;
+	int			count;
+
+	if (http_fd < 0)
+		return;
+	run_listener();
+	if (!http_server_has_ready())
+		return;
+	list = http_server_take_ready(&count);
+	inbound_handle(list, count, extension_ready);
+	run_listener();
+}
+
+/* ---------------------------------------------------------------- the extension */
+
+typedef struct ExtensionFound
+{
+	bool		found;
+	char	   *schema;
+	char	   *version;
+} ExtensionFound;
+
+/* Found: point search_path at its schema, so the statements find it however the DBA placed it. */
+static void
+find_extension_work(void *arg)
+{
+	ExtensionFound *f = (ExtensionFound *) arg;
+	char	   *schema = NULL;
+	char	   *version = NULL;
+
+	f->found = db_find_extension(&schema, &version);
+	if (!f->found)
+		return;
+	SetConfigOption("search_path", psprintf("%s, pg_catalog", quote_identifier(schema)),
+					PGC_SUSET, PGC_S_OVERRIDE);
+	db_use_extension(version);
+	f->schema = db_keep(schema);
+	f->version = db_keep(version);
+}
+
+/*
+ * Look for the extension when it may have come or gone: not there yet and
+ * its time or a kick came; any CREATE/ALTER/DROP EXTENSION committed; or an
+ * SQL error said an object is missing.
+ */
+static void
+check_extension(void)
+{
+	uint64		gen = pg_atomic_read_u64(&elmo_shared->generation);
+	uint64		ext_gen = pg_atomic_read_u64(&elmo_shared->extension_generation);
+	ExtensionFound f = {false, NULL, NULL};
+	bool		was_ready = extension_ready;
+
+	if (!db_take_missing_object() && ext_gen == extension_generation_seen &&
+		(extension_ready || (GetCurrentTimestamp() < next_extension_check && gen == generation_seen)))
+		return;
+	generation_seen = gen;
+	extension_generation_seen = ext_gen;
+	next_extension_check = ms_from_now(CHECK_EXTENSION_MS);
+	(void) db_transaction("looking for the extension", find_extension_work, &f);
+	extension_ready = f.found;
+	if (extension_ready)
+	{
+		char		found[NAMEDATALEN * 2];
+
+		snprintf(found, sizeof(found), "%s %s", f.version ? f.version : "?", f.schema);
+		if (was_ready && strcmp(found, found_as) == 0)
+			return;
+		ereport(LOG, (errmsg("elmo_oscp: extension elmo_oscp %s found in schema %s, serving OSCP",
+							 f.version ? f.version : "?", f.schema)));
+		strlcpy(found_as, found, sizeof(found_as));
+		tokens_forget();
+		next_housekeeping = 0;
+	}
+	else if (was_ready)
+		ereport(LOG, (errmsg("elmo_oscp: extension dropped, waiting for CREATE EXTENSION elmo_oscp")));
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void
+housekeeping_work(void *arg)
+{
+	*(TimestampTz *) arg = db_run_timestamp(STMT_HOUSEKEEPING);
 }
 
 /* Minute usage reports, heartbeats, adjust expiry, retention: all in SQL. */
 static void
 run_housekeeping(void)
 {
-	volatile TimestampTz next = 0;
+	TimestampTz next = 0;
 
-	PG_TRY();
-	{
-		elmo_xact_begin("elmo_oscp: housekeeping");
-		next = elmo_spi_timestamp("SELECT _elmo_housekeeping()");
-		elmo_xact_commit();
-	}
-	PG_CATCH();
-	{
-		elmo_abort_after_error("housekeeping");
-	}
-	PG_END_TRY();
-	/* at least every 10 s, so a changed usage_source or interval is noticed */
-	next_housekeeping = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+	(void) db_transaction("housekeeping", housekeeping_work, &next);
+	next_housekeeping = ms_from_now(HOUSEKEEPING_MAX_MS);
 	if (next > 0 && next < next_housekeeping)
 		next_housekeeping = next;
 }
+
+/* Off the answering path: never while a request waits for its answer. */
+static void
+run_timers(void)
+{
+	if (!extension_ready || ShutdownRequestPending || http_server_has_ready())
+		return;
+	if (GetCurrentTimestamp() >= next_housekeeping)
+		run_housekeeping();
+	if (!inbound_retry_due())
+		return;
+	for (int i = 0; i < RETRIES_PER_TURN; i++)
+	{
+		if (!inbound_retry_one() || ShutdownRequestPending)
+			break;
+		/* let requests that arrived meanwhile go first */
+		run_listener();
+		if (http_server_has_ready())
+			break;
+	}
+}
+
+static long
+turn_timeout(bool may_claim)
+{
+	long		timeout = sender_timeout_ms(may_claim);
+
+	if (http_server_has_ready())
+		return 0;
+	if (http_fd >= 0)
+		timeout = timeout_min(timeout, http_server_timeout_ms());
+	else
+		timeout = timeout_min(timeout, ms_until(next_listen_retry));
+	if (extension_ready)
+	{
+		timeout = timeout_min(timeout, ms_until(next_housekeeping));
+		timeout = timeout_min(timeout, inbound_retry_timeout_ms());
+	}
+	else
+		timeout = timeout_min(timeout, ms_until(next_extension_check));
+	return timeout;
+}
+
+static void
+wait_for_events(long timeout)
+{
+	WaitEvent	events[4];
+
+	(void) WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/* ---------------------------------------------------------------- start and stop */
 
 static void
 reload_config(void)
 {
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
-	/* the token cache and the sender pick the new settings up on their own */
-	next_housekeeping = 0;
+	configure_listener();
+	next_housekeeping = 0;		/* the sender reads its settings at each claim */
+}
+
+/*
+ * SIGTERM: stop accepting connections, then store and answer the requests
+ * already read and record the transfers in flight, for SHUTDOWN_GRACE_MS at
+ * most.  A connection with no request under way is simply closed.  Exit code
+ * 1: the postmaster starts the worker again unless it is shutting down.
+ */
+static void
+shutdown_gracefully(void)
+{
+	TimestampTz deadline = ms_from_now(SHUTDOWN_GRACE_MS);
+
+	if (http_fd >= 0)
+		http_server_stop_accepting();
+	for (;;)
+	{
+		serve_requests();
+		sender_run(extension_ready, false);
+		MemoryContextReset(turn_cxt);
+		if (http_server_requests_in_progress() == 0 && sender_in_flight() == 0)
+			break;
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			ereport(LOG,
+					(errmsg("elmo_oscp: stopping with %d requests unfinished and %d deliveries in flight",
+							http_server_requests_in_progress(), sender_in_flight()),
+					 errdetail("Unfinished requests are closed without an answer; deliveries in flight are sent again at the next start.")));
+			break;
+		}
+		wait_for_events(timeout_min(turn_timeout(false), ms_until(deadline)));
+	}
+	http_server_stop();
+	sender_shutdown();
+	ereport(LOG, (errmsg("elmo_oscp worker stopped")));
+	proc_exit(1);
 }
 
 /*
@@ -245,29 +338,24 @@ static void
 wait_for_database(void)
 {
 	bool		logged = false;
+	WorkerView	w;
 
-	SpinLockAcquire(&elmo_shared->mutex);
-	if (elmo_shared->database_ok)
-	{
-		SpinLockRelease(&elmo_shared->mutex);
+	shmem_read_worker(&w);
+	if (w.database_ok)
 		return;
-	}
-	SpinLockRelease(&elmo_shared->mutex);
-
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	for (;;)
 	{
 		bool		exists;
 
-		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			proc_exit(1);
 		StartTransactionCommand();
 		exists = OidIsValid(get_database_oid(elmo_database, true));
 		CommitTransactionCommand();
 		if (exists)
 		{
-			SpinLockAcquire(&elmo_shared->mutex);
-			elmo_shared->database_ok = true;
-			SpinLockRelease(&elmo_shared->mutex);
+			shmem_set_database_ok(true);
 			/* exit code 1: the postmaster starts us again, now connecting to it */
 			proc_exit(1);
 		}
@@ -282,146 +370,66 @@ wait_for_database(void)
 	}
 }
 
-void
-elmo_worker_main(Datum arg)
+static void
+connect_to_database(void)
 {
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	/* Publish our latch first: a DROP DATABASE in progress may be waiting for us. */
-	SpinLockAcquire(&elmo_shared->mutex);
-	elmo_shared->worker_pid = MyProcPid;
-	elmo_shared->worker_latch = MyLatch;
-	elmo_shared->worker_started_at = GetCurrentTimestamp();
-	elmo_shared->extension_ready = false;
-	SpinLockRelease(&elmo_shared->mutex);
-	on_shmem_exit(worker_detach_shmem, (Datum) 0);
-
 	wait_for_database();
 	/* if this connection is FATAL (no such database), the next start waits quietly */
-	SpinLockAcquire(&elmo_shared->mutex);
-	elmo_shared->database_ok = false;
-	SpinLockRelease(&elmo_shared->mutex);
+	shmem_set_database_ok(false);
 	BackgroundWorkerInitializeConnection(elmo_database, NULL, 0);
-	SpinLockAcquire(&elmo_shared->mutex);
-	elmo_shared->database_ok = true;
-	SpinLockRelease(&elmo_shared->mutex);
+	shmem_set_database_ok(true);
 	SetConfigOption("application_name", ELMO_WORKER_NAME, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(ELMO_WORKER_NAME);
 	/* The worker's own SQL must never be cut short by a DBA's default. */
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+}
 
+void
+elmo_worker_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	shmem_worker_started();
+	connect_to_database();
 	ereport(LOG, (errmsg("elmo_oscp worker started for database \"%s\"", elmo_database)));
 
+	turn_cxt = AllocSetContextCreate(TopMemoryContext, "elmo_oscp turn", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(turn_cxt);
 	/* The listener comes up at once: /health works even before CREATE EXTENSION. */
-	if (http_server_start())
-		http_fd = http_server_epoll_fd();
-	else
-		next_listen_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+	configure_listener();
+	start_listener();
 	sender_init();
 	curl_fd = sender_epoll_fd();
 	build_wait_set();
 
 	for (;;)
 	{
-		WaitEvent	events[4];
-		long		timeout = -1;
-
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			shutdown_gracefully();
 		if (ConfigReloadPending)
 			reload_config();
-
-		/* the listener failed to bind: try again every 5 s, the port may come free */
 		if (http_fd < 0 && GetCurrentTimestamp() >= next_listen_retry)
 		{
-			if (http_server_start())
-			{
-				http_fd = http_server_epoll_fd();
+			start_listener();
+			if (http_fd >= 0)
 				build_wait_set();
-			}
-			else
-				next_listen_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
 		}
-
-		if (!extension_ready &&
-			(GetCurrentTimestamp() >= next_extension_check ||
-			 pg_atomic_read_u64(&elmo_shared->generation) != generation_seen))
-		{
-			generation_seen = pg_atomic_read_u64(&elmo_shared->generation);
-			extension_ready = check_extension();
-			SpinLockAcquire(&elmo_shared->mutex);
-			elmo_shared->extension_ready = extension_ready;
-			SpinLockRelease(&elmo_shared->mutex);
-			next_extension_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
-			if (extension_ready)
-			{
-				ereport(LOG, (errmsg("elmo_oscp: extension found, serving OSCP")));
-				routes_reload_tokens();
-				next_housekeeping = 0;
-			}
-		}
-		else if (extension_ready && next_extension_check == 0)
-		{
-			/* an SQL error said an object is missing: was it DROP EXTENSION? */
-			extension_ready = check_extension();
-			next_extension_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
-			if (!extension_ready)
-			{
-				SpinLockAcquire(&elmo_shared->mutex);
-				elmo_shared->extension_ready = false;
-				SpinLockRelease(&elmo_shared->mutex);
-				ereport(LOG, (errmsg("elmo_oscp: extension dropped, waiting for CREATE EXTENSION elmo_oscp")));
-			}
-		}
-
+		check_extension();
 		if (extension_ready)
-			routes_reload_tokens();	/* cheap unless the generation moved */
+			tokens_refresh();	/* cheap unless the generation moved */
 
 		/* inbound first: ELMO waits at most 20 s for its answer */
-		if (http_fd >= 0)
-		{
-			http_server_run();
-			if (inbound_pending())
-			{
-				inbound_flush();
-				http_server_run();	/* push the answers out now */
-			}
-		}
-
+		serve_requests();
 		/* every turn: transfers in flight must progress even after DROP EXTENSION */
-		sender_run();
-
-		if (extension_ready)
-		{
-			if (GetCurrentTimestamp() >= next_housekeeping && !inbound_pending())
-				run_housekeeping();
-			if (!inbound_pending())
-				inbound_retry_applies();
-		}
+		sender_run(extension_ready, true);
+		run_timers();
 
 		/* table statistics: without them autovacuum never visits our tables */
 		pgstat_report_stat(false);
-
-		/* how long may we sleep? */
-		if (http_fd >= 0)
-			timeout = min_timeout(timeout, http_server_timeout_ms());
-		else
-			timeout = min_timeout(timeout, ms_until(next_listen_retry));
-		timeout = min_timeout(timeout, sender_timeout_ms());
-		if (extension_ready)
-		{
-			timeout = min_timeout(timeout, ms_until(next_housekeeping));
-			timeout = min_timeout(timeout, inbound_retry_timeout_ms());
-		}
-		else
-			timeout = min_timeout(timeout, ms_until(next_extension_check));
-		if (inbound_pending())
-			timeout = 0;
-
-		(void) WaitEventSetWait(wait_set, timeout, events, lengthof(events),
-								PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		MemoryContextReset(turn_cxt);
+		wait_for_events(turn_timeout(true));
 	}
 }

@@ -1,0 +1,74 @@
+/*
+ * shmem.h — what the worker shares with every backend: its latch, its state
+ * for elmo_status(), its counters, and the generation counters that wake it.
+ */
+#ifndef ELMO_SHMEM_H
+#define ELMO_SHMEM_H
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+#define ELMO_WORKER_NAME "elmo_oscp worker"
+#define ELMO_ERRLEN 256
+
+typedef struct ElmoShared
+{
+	slock_t		mutex;			/* protects the non-atomic fields below */
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	Latch	   *worker_latch;
+	TimestampTz worker_started_at;
+	bool		listening;
+	bool		tls;
+	bool		database_ok;	/* elmo_oscp.database was seen to exist */
+	int			bound_port;
+	char		bound_address[64];
+	char		last_error[ELMO_ERRLEN];
+	TimestampTz last_error_at;
+
+	pg_atomic_uint64 generation;	/* bumped at each commit that changed
+									 * registration or outbox */
+	pg_atomic_uint64 extension_generation;	/* ... that created, updated or
+											 * dropped an extension */
+	pg_atomic_uint64 requests[6];	/* answered, by status class 1xx..5xx;
+									 * [0] = connections dropped */
+	pg_atomic_uint64 received;		/* messages stored */
+	pg_atomic_uint64 sent;			/* outbound deliveries (2xx) */
+	pg_atomic_uint64 send_failures; /* outbound attempts that were not 2xx */
+	pg_atomic_uint64 apply_failures;
+	ConditionVariable outbox_cv;	/* broadcast after outcomes are recorded */
+} ElmoShared;
+
+/* NULL unless the library came through shared_preload_libraries */
+extern ElmoShared *elmo_shared;
+
+/* The worker as elmo_status() shows it. */
+typedef struct WorkerView
+{
+	pid_t		pid;
+	TimestampTz started_at;
+	bool		listening;
+	bool		tls;
+	char		address[64];
+	int			port;
+	char		last_error[ELMO_ERRLEN];
+	TimestampTz last_error_at;
+	bool		database_ok;
+} WorkerView;
+
+extern Size shmem_size(void);
+extern void shmem_attach(void);
+
+extern void shmem_set_last_error(const char *msg);
+extern void shmem_wake_worker(void);
+extern void shmem_wake_worker_at_commit(bool extension_changed);
+extern void shmem_read_worker(WorkerView *view);
+
+/* the worker's own */
+extern void shmem_worker_started(void);
+extern void shmem_set_listening(bool listening, bool tls, const char *address, int port);
+extern void shmem_set_database_ok(bool ok);
+
+#endif							/* ELMO_SHMEM_H */
