@@ -17,6 +17,11 @@ buf_reserve(Buf *b, size_t n)
 {
 	if (b->len + n + 1 <= b->cap)
 		return;
+	if (n > ((size_t) 1 << 40))
+	{
+		fprintf(stderr, "elmo-fuzz: impossible buffer size %zu\n", n);
+		abort();
+	}
 	size_t		cap = b->cap ? b->cap : 64;
 
 	while (cap < b->len + n + 1)
@@ -284,9 +289,12 @@ preview(const unsigned char *p, size_t n, size_t max)
 
 /* ---------------------------------------------------------------- UTF-8 */
 
-/* Well-formed UTF-8 as Unicode defines it: no overlongs, no surrogates, <= U+10FFFF. */
-bool
-utf8_valid(const unsigned char *p, size_t n)
+/*
+ * Well-formed UTF-8 as Unicode defines it (no overlongs, no surrogates,
+ * <= U+10FFFF): -1, or the offset of the first sequence that is not.
+ */
+long
+utf8_invalid_at(const unsigned char *p, size_t n)
 {
 	size_t		i = 0;
 
@@ -321,17 +329,23 @@ utf8_valid(const unsigned char *p, size_t n)
 				hi = 0x8F;
 		}
 		else
-			return false;
+			return (long) i;
 		if (i + k >= n)
-			return false;
+			return (long) i;
 		if (p[i + 1] < lo || p[i + 1] > hi)
-			return false;
+			return (long) i;
 		for (size_t j = 2; j <= k; j++)
 			if (p[i + j] < 0x80 || p[i + j] > 0xBF)
-				return false;
+				return (long) i;
 		i += k + 1;
 	}
-	return true;
+	return -1;
+}
+
+bool
+utf8_valid(const unsigned char *p, size_t n)
+{
+	return utf8_invalid_at(p, n) < 0;
 }
 
 /* ---------------------------------------------------------------- random */

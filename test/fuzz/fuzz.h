@@ -47,6 +47,7 @@ bool		unescape_bytes(Buf *out, const char *s, size_t n);
 const char *preview(const unsigned char *p, size_t n, size_t max);
 
 bool		utf8_valid(const unsigned char *p, size_t n);
+long		utf8_invalid_at(const unsigned char *p, size_t n);	/* -1: valid */
 void		copy_str(char *dst, size_t size, const char *src);	/* always terminated */
 
 /* ---------------------------------------------------------------- random */
@@ -201,6 +202,8 @@ typedef struct Plan
 	bool		half_close[MAX_CONN];
 } Plan;
 
+int			self_test(Gen *g);	/* the fuzzer's own pieces; returns failures */
+
 /* ---------------------------------------------------------------- the wire */
 
 typedef struct Answer
@@ -227,7 +230,9 @@ typedef struct ConnOutcome
 	bool		write_failed;
 	bool		eof;			/* the server closed the connection */
 	bool		timed_out;		/* a required answer did not come in time */
-	bool		hung;			/* still open 5 s after our half-close */
+	bool		hung;			/* still open a while after our half-close */
+	bool		waited;			/* waited in vain for an answer that may come */
+	int			gave_up_at;		/* answers read when we shut our side first, or -1 */
 	Buf			extra;			/* bytes after the last parsable answer */
 	int			extra_status[8];	/* answers beyond the requests (to junk) */
 	int			nextra;

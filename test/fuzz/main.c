@@ -41,8 +41,11 @@ typedef struct Run
 	Kind	   *kinds;
 	int			nkinds;
 	int			failed_cases;
+	Buf			regress_failed;	/* "file: oracles" lines */
 	int			slow_cases;		/* took over a second */
+	char		last_oracles[256];	/* the oracles the last case failed */
 	int			left_open;		/* connections the server kept open after our half-close */
+	int			waited;			/* connections where an answer that may come did not */
 	bool		crashed;
 } Run;
 
@@ -98,8 +101,9 @@ describe(const Case *c, ConnOutcome *o, const char *token)
 				if (a->status)
 					printf("        -> %d %s\n", a->status, preview(a->body.p, a->body.len, 160));
 				else
-					printf("        -> no answer%s%s\n", o[i].eof ? " (connection closed)" : "",
-						   o[i].timed_out ? " (timed out)" : "");
+					printf("        -> no answer%s\n", o[i].timed_out ? " (timed out)" :
+						   o[i].gave_up_at >= 0 && j >= o[i].gave_up_at ? " (before we hung up)" :
+						   o[i].eof ? " (the server closed the connection)" : "");
 			}
 		}
 	}
@@ -134,7 +138,10 @@ run_case(Run *run, const Case *c, const char *label)
 	wire_run(&run->target, c, &plan, out);
 	nf = checker_case(run->checker, c, &plan, out, f, MAX_FAIL, ++case_counter);
 	for (int i = 0; i < c->nconn; i++)
+	{
 		run->left_open += out[i].hung;
+		run->waited += out[i].waited;
+	}
 	if (now_s() - t0 > 1.0)
 	{
 		run->slow_cases++;
@@ -199,6 +206,15 @@ run_case(Run *run, const Case *c, const char *label)
 		}
 		fflush(stdout);
 	}
+	run->last_oracles[0] = '\0';
+	for (int i = 0; i < nf; i++)
+		if (strstr(run->last_oracles, f[i].oracle) == NULL &&
+			strlen(run->last_oracles) + strlen(f[i].oracle) + 3 < sizeof(run->last_oracles))
+		{
+			if (run->last_oracles[0])
+				strcat(run->last_oracles, ", ");
+			strcat(run->last_oracles, f[i].oracle);
+		}
 	if (nf)
 		run->failed_cases++;
 	for (int i = 0; i < nf; i++)
@@ -260,7 +276,10 @@ run_regress(Run *run, const char *dir)
 		if (nf == 0)
 			printf("ok   regress %s\n", names[i]);
 		else
+		{
 			failed++;
+			buf_addf(&run->regress_failed, "  %-45s %s\n", names[i], run->last_oracles);
+		}
 		case_free(&c);
 		if (nf && run->stop_on_failure)
 			break;
@@ -289,7 +308,8 @@ usage(void)
 		   "  --print            print the generated cases instead of sending them\n"
 		   "  --stop             stop at the first failing case\n"
 		   "  --verbose          print every failure, not only the first of each kind\n"
-		   "  --timeout-ms N     how long an answer may take (20000, as ELMO waits)\n");
+		   "  --timeout-ms N     how long an answer may take (20000, as ELMO waits)\n"
+		   "  --self-test        check the fuzzer's own RFC 3339 reader, UTF-8 check and case files\n");
 }
 
 int
@@ -303,7 +323,8 @@ main(int argc, char **argv)
 		{"regress", required_argument, 0, 'r'}, {"replay", required_argument, 0, 'R'},
 		{"save", required_argument, 0, 'S'}, {"print", no_argument, 0, 'P'},
 		{"stop", no_argument, 0, 'x'}, {"verbose", no_argument, 0, 'v'},
-		{"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0},
+		{"timeout-ms", required_argument, 0, 't'}, {"self-test", no_argument, 0, 'T'},
+		{"help", no_argument, 0, 'h'}, {0},
 	};
 	Run			run = {0};
 	const char *db = "",
@@ -314,7 +335,8 @@ main(int argc, char **argv)
 	int			nreplay = 0;
 	unsigned long long seed = 0;
 	bool		have_seed = false,
-				print_only = false;
+				print_only = false,
+				self_test_only = false;
 	long		cases = 20000,
 				first = 0;
 	int			opt,
@@ -376,11 +398,14 @@ main(int argc, char **argv)
 			case 't':
 				run.target.answer_timeout_ms = atoi(optarg);
 				break;
+			case 'T':
+				self_test_only = true;
+				break;
 			default:
 				usage();
 				return opt == 'h' ? 0 : 2;
 		}
-	if (captures == NULL || (run.target.port == 0 && !print_only))
+	if (captures == NULL || (run.target.port == 0 && !print_only && !self_test_only))
 	{
 		usage();
 		return 2;
@@ -402,6 +427,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "elmo-fuzz: no ELMO requests in %s\n", captures);
 		return 2;
 	}
+	if (self_test_only)
+		return self_test(&run.gen) ? 1 : 0;
 	if (print_only)
 	{
 		for (long i = first; i < first + cases; i++)
@@ -537,6 +564,13 @@ main(int argc, char **argv)
 
 	printf("\n== summary: seed %llu, %ld generated cases in %.1f s (%.0f per second)%s\n", seed, done, t_campaign,
 		   t_campaign > 0 ? done / t_campaign : 0.0, regress ? ", after the regression cases" : "");
+	if (regress)
+	{
+		if (run.regress_failed.len)
+			printf("regression cases failing (file, oracles):\n%s", (char *) run.regress_failed.p);
+		else
+			printf("every regression case passed\n");
+	}
 	if (run.nkinds == 0 && run.failed_cases == 0)
 		printf("no failure\n");
 	else
@@ -550,8 +584,10 @@ main(int argc, char **argv)
 			printf("the campaign stopped at a crash\n");
 	}
 	if (run.left_open)
-		printf("%d connections whose last request was incomplete were still open 0.1 s after our half-close"
+		printf("%d connections whose last request was incomplete were still open 20 ms after our half-close"
 			   " (closed by us; not a failure)\n", run.left_open);
+	if (run.waited && run.verbose)
+		printf("%d connections: an answer that might come (to an odd request) did not within 0.5 s\n", run.waited);
 	if (run.slow_cases)
 		printf("%d cases took over a second (--verbose lists them)\n", run.slow_cases);
 	printf("elmo-fuzz: %.1f s in all\n", now_s() - t0);

@@ -30,6 +30,18 @@ model_free(Model *m)
 	buf_free(&m->body);
 }
 
+static int
+hexdigit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 static bool
 is_tchar(unsigned char c)
 {
@@ -89,6 +101,7 @@ model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, M
 {
 	const char *method = req_method(r);
 	const char *target = req_target(r);
+	char		path[600];
 	int			spaces = 0;
 	size_t		head_bytes = r->line.len;
 	Buf			v = {0};
@@ -123,9 +136,28 @@ model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, M
 			m->version_odd = true;
 		}
 	}
-	if (strncmp(target, PREFIX, strlen(PREFIX)) == 0)
 	{
-		const char *name = target + strlen(PREFIX);
+		/* the path as the server sees it: no query, percent-escapes decoded */
+		size_t		k = 0;
+
+		for (const char *p = target; *p && *p != '?' && k + 1 < sizeof(path); p++)
+		{
+			int			hi,
+						lo;
+
+			if (*p == '%' && (hi = hexdigit(p[1])) >= 0 && (lo = hexdigit(p[2])) >= 0)
+			{
+				path[k++] = (char) (hi * 16 + lo);
+				p += 2;
+			}
+			else
+				path[k++] = *p;
+		}
+		path[k] = '\0';
+	}
+	if (strncmp(path, PREFIX, strlen(PREFIX)) == 0)
+	{
+		const char *name = path + strlen(PREFIX);
 
 		for (size_t i = 0; i < sizeof(messages) / sizeof(messages[0]); i++)
 			if (strcmp(name, messages[i]) == 0)
@@ -183,6 +215,8 @@ model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, M
 		case FR_LENGTH:
 			if (r->cl_delta > 0)
 				m->incomplete = true;	/* the server waits for bytes that never come */
+			else if ((long) r->body.len + r->cl_delta < 0)
+				m->bad_framing = true;	/* a negative Content-Length */
 			else
 			{
 				buf_set(&m->body, r->body.p, r->body.len + (size_t) r->cl_delta);

@@ -245,12 +245,19 @@ odd_group_id(Doc *d, Rng *r, Buf *log)
 		Buf			b = {0};
 		json_t	   *v;
 
+		/* random characters: a repeated pattern would be compressed, and fit where these do not */
 		for (int i = 0; i < n; i++)
 		{
 			if (wide)
-				buf_adds(&b, "\xe9\x9b\xbb");
+			{
+				unsigned	cp = 0x4E00 + rng_below(r, 0x5200);	/* CJK ideographs */
+
+				buf_addc(&b, 0xE0 | (cp >> 12));
+				buf_addc(&b, 0x80 | ((cp >> 6) & 0x3F));
+				buf_addc(&b, 0x80 | (cp & 0x3F));
+			}
 			else
-				buf_addc(&b, 'A' + i % 26);
+				buf_addc(&b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"[rng_below(r, 63)]);
 		}
 		buf_addf(log, "group_id %d %s; ", n, wide ? "3-byte characters" : "ASCII characters");
 		v = json_stringn((const char *) b.p, b.len);

@@ -369,7 +369,7 @@ typedef struct Row
 } Row;
 
 static bool
-error_body_ok(const Answer *a, char *why, size_t size)
+error_body_ok(const Answer *a, const Buf *request_body, char *why, size_t size)
 {
 	json_error_t err;
 	json_t	   *j,
@@ -378,7 +378,13 @@ error_body_ok(const Answer *a, char *why, size_t size)
 
 	if (!utf8_valid(a->body.p, a->body.len))
 	{
-		snprintf(why, size, "not valid UTF-8");
+		/* the request's own bytes echoed, or bytes from nowhere (memory read after it was freed) */
+		long		at = utf8_invalid_at(a->body.p, a->body.len);
+		size_t		n = at >= 0 && a->body.len - (size_t) at >= 2 ? 2 : 1;
+		bool		echo = at >= 0 && request_body->len &&
+			memmem(request_body->p, request_body->len, a->body.p + at, n) != NULL;
+
+		snprintf(why, size, "not valid UTF-8 (%s)", echo ? "it echoes bytes of the request" : "bytes not from the request");
 		return false;
 	}
 	j = json_loadb((const char *) a->body.p, a->body.len, 0, &err);
@@ -500,7 +506,7 @@ blocks_match(Checker *k, long long id, const int64_t *pairs, int npairs, char *w
 	res = query(k, "SELECT trunc(extract(epoch FROM b.start_time) * 1000000)::text,"
 				" trunc(extract(epoch FROM b.end_time) * 1000000)::text"
 				" FROM capacity_forecast_block b JOIN capacity_forecast f ON f.id = b.forecast_id"
-				" WHERE f.message_id = $1", 1, params);
+				" WHERE f.request_id = (SELECT request_id FROM elmo_received_message WHERE id = $1)", 1, params);
 	if (res == NULL)
 		return true;
 	n = PQntuples(res);
@@ -652,24 +658,24 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 							where(i, j, c), a->body.len);
 			if (a->status >= 200 && a->status < 300 && m->bad_framing)
 			{
-				snprintf(key, sizeof(key), "%d for a request HTTP says to refuse", a->status);
+				snprintf(key, sizeof(key), "2xx for a request HTTP says to refuse");
 				add_failure(f, &nf, maxf, "framing", key,
 							"%s%s answered %d although its framing is invalid (RFC 9112: answer 400 and close)",
 							where(i, j, c), msg, a->status);
 			}
 			if (strcmp(m->method, "HEAD") == 0)
 				continue;		/* no body in answers to HEAD */
-			if (a->status >= 400 && (a->json || (m->well_framed && !m->odd_syntax)) &&
-				!error_body_ok(a, why, sizeof(why)))
+			if (a->body.len >= 7 && memcmp(a->body.p, "HTTP/1.", 7) == 0)
+				add_failure(f, &nf, maxf, "answer", "status line and headers sent twice",
+							"%s%s answered %d, its body another status line: %s", where(i, j, c), msg, a->status,
+							preview(a->body.p, a->body.len, 120));
+			/* the listener's own answers are JSON; the HTTP library's (HTML) are not judged */
+			else if (a->status >= 400 && a->json && !error_body_ok(a, &c->conn[i].req[j].body, why, sizeof(why)))
 			{
 				snprintf(key, sizeof(key), "%d body %s", a->status, why);
-				/* the reason's variable part out of the key */
-				for (char *p = key; *p; p++)
-					if (*p == '(')
-					{
-						*p = '\0';
-						break;
-					}
+				/* the parser's message out of the key */
+				if (strncmp(why, "not JSON", 8) == 0)
+					snprintf(key, sizeof(key), "%d body not JSON", a->status);
 				add_failure(f, &nf, maxf, "error body", key, "%s%s answered %d with a body that is %s: %s",
 							where(i, j, c), msg, a->status, why, preview(a->body.p, a->body.len, 200));
 			}
@@ -680,7 +686,7 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 	snprintf(lastid, sizeof(lastid), "%lld", k->last_id);
 	res = query(k, "SELECT m.id, m.request_id, m.raw_body, m.message, m.method, m.state, coalesce(m.last_error, ''),"
 				" elmo_fuzz.utf8_ok(m::text) AND coalesce((SELECT bool_and(elmo_fuzz.utf8_ok(f::text))"
-				"   FROM capacity_forecast f WHERE f.message_id = m.id), true)"
+				"   FROM capacity_forecast f WHERE f.request_id = m.request_id), true)"
 				" FROM elmo_received_message m WHERE m.id > $1 ORDER BY m.id", 1, params);
 	if (res)
 	{
@@ -743,7 +749,18 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 									 models[i][j].ids[q].len > 120 ? 120 : models[i][j].ids[q].len);
 						buf_adds(&sent, models[i][j].ids[q].len > 120 ? "...\"" : "\"");
 					}
-			add_failure(f, &nf, maxf, "id altered", "stored X-Request-ID differs from every one sent",
+			{
+				/* cut short (a prefix of one sent), or characters dropped or changed */
+				bool		prefix = false;
+
+				for (int i = 0; i < c->nconn; i++)
+					for (int j = 0; j < c->conn[i].nreq; j++)
+						for (int q = 0; q < models[i][j].nids; q++)
+							prefix |= models[i][j].ids[q].len > w->rid.len &&
+								memcmp(models[i][j].ids[q].p, w->rid.p, w->rid.len) == 0;
+				snprintf(key, sizeof(key), "stored X-Request-ID %s", prefix ? "cut short" : "with characters dropped or changed");
+			}
+			add_failure(f, &nf, maxf, "id altered", key,
 						"a %s row was stored with X-Request-ID \"%s\" (%zu bytes); the X-Request-IDs sent were: %s",
 						w->message, preview(w->rid.p, w->rid.len, 120), w->rid.len, sent.len ? (char *) sent.p : "none");
 			buf_free(&sent);
@@ -754,11 +771,22 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 			int			st = o[w->owner_conn].req[w->owner_req].answer.status;
 			const char *wh = where(w->owner_conn, w->owner_req, c);
 
-			if (st != 204)
+			/*
+			 * Stored: only with a 204.  Without an answer, the server must not
+			 * have stored a request it never got whole; one that was complete
+			 * when we hung up first may be stored (the client gave up).
+			 */
+			if (st != 204 && (st != 0 || m->incomplete || !(o[w->owner_conn].gave_up_at >= 0 &&
+															  w->owner_req >= o[w->owner_conn].gave_up_at)))
 			{
-				snprintf(key, sizeof(key), "stored for %d %s", st, m->message[0] ? m->message : w->message);
-				add_failure(f, &nf, maxf, "stored", key, "%sa %s row was stored although the answer was %s%d",
-							wh, w->message, st ? "" : "none: ", st);
+				if (st)
+					snprintf(key, sizeof(key), "stored for a %d answer (%s)", st, m->message[0] ? m->message : w->message);
+				else
+					snprintf(key, sizeof(key), "stored without an answer (%s, %s)", m->message[0] ? m->message : w->message,
+							 m->incomplete ? "request incomplete" : "connection closed by the server");
+				add_failure(f, &nf, maxf, "stored", key, "%sa %s row was stored although %s", wh, w->message,
+							st ? "the answer was not 204" : m->incomplete ? "the request never came whole" :
+							"the server closed the connection without answering");
 			}
 			if (m->body_known && !buf_eq(&m->body, w->raw.p, w->raw.len))
 			{

@@ -19,6 +19,7 @@ bash test/deps.sh || exit 1
 echo "== build and install"
 make -s >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
 make -s -C test/fuzz >/dev/null || { echo "elmo-fuzz build failed" >&2; exit 1; }
+test/fuzz/elmo-fuzz --captures test/captures/real-elmo-wire --self-test || exit 1
 
 WORK=$(mktemp -d /tmp/elmo_oscp_fuzz.XXXXXX)
 chmod 755 "$WORK"
@@ -31,17 +32,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 HTTP_PORT=$(free_port 18880)
-DEAD=$(free_port $((HTTP_PORT + 1)))   # ELMO's URL: nobody listens there
 # fsync off: durability is not what this tests, and every accepted case commits.
 cluster_init "$WORK/pg" elmo_fuzz "$HTTP_PORT" \
   "elmo_oscp.public_url = 'http://127.0.0.1:$HTTP_PORT/oscp/fp/2.0'" \
-  "elmo_test.sim_port = '$DEAD'" \
+  "elmo_test.sim_port = '$HTTP_PORT'" \
   "fsync = off" || exit 1
 cluster_start || exit 1
 as_pg "$PGBIN/createdb" -h "$PGHOST" -p "$PGPORT" -U postgres elmo_fuzz || exit 1
 psql -Xq -v ON_ERROR_STOP=1 -f test/helpers.sql >/dev/null || exit 1
 wait_listener 30 || exit 1
 token=$(psql -XAtq -c "SELECT test.fake_registration()") || exit 1
+# ELMO's URL: the listener itself, on a path it answers 404, so that what the
+# accepted handshakes queue fails at once instead of being retried all along.
+psql -XAtq -c "UPDATE elmo_registration SET elmo_url = 'http://127.0.0.1:$HTTP_PORT/not-elmo',
+               elmo_base_url = 'http://127.0.0.1:$HTTP_PORT/not-elmo'" >/dev/null || exit 1
 
 # until the worker knows the token: an empty forecast is a 400, not a 401
 deadline=$((SECONDS + 15))

@@ -26,14 +26,14 @@
  * closing is no failure (the server's receive timeout does it later), so the
  * wait is short: such cases are common.
  */
-#define HALF_CLOSE_WAIT_MS 100
+#define HALF_CLOSE_WAIT_MS 20
 
 /*
  * How long answers that may come (to complete but odd requests) are waited
  * for before our half-close: a server library may take a half-close as the
  * client giving up, and drop an answer it was about to send.
  */
-#define GRACE_MS 200
+#define GRACE_MS 500
 
 static int64_t
 now_ms(void)
@@ -273,6 +273,7 @@ wire_run(const Target *t, const Case *c, const Plan *plan, ConnOutcome *out)
 		Live	   *l = &live[i];
 
 		memset(&out[i], 0, sizeof(out[i]));
+		out[i].gave_up_at = -1;
 		buf_add(&l->out, k->prefix.p, k->prefix.len);
 		for (int j = 0; j < k->nreq; j++)
 		{
@@ -345,6 +346,8 @@ wire_run(const Target *t, const Case *c, const Plan *plan, ConnOutcome *out)
 						wake = l->grace;
 					goto watch;
 				}
+				if (l->grace && out[i].nanswers < l->expect)
+					out[i].waited = true;
 				if (!l->half_close && !l->closing)
 				{
 					l->done = true;
@@ -352,6 +355,7 @@ wire_run(const Target *t, const Case *c, const Plan *plan, ConnOutcome *out)
 				}
 				shutdown(l->fd, SHUT_WR);
 				l->shut = true;
+				out[i].gave_up_at = out[i].nanswers;
 				l->deadline = now + HALF_CLOSE_WAIT_MS;
 			}
 			if (now >= l->deadline)
@@ -359,7 +363,10 @@ wire_run(const Target *t, const Case *c, const Plan *plan, ConnOutcome *out)
 				if (l->shut)
 					out[i].hung = true;
 				else
+				{
 					out[i].timed_out = true;
+					out[i].gave_up_at = out[i].nanswers;
+				}
 				l->done = true;
 				continue;
 			}
