@@ -255,7 +255,7 @@ void		req_expand_value(Buf *out, const Buf *v, const char *token);
 
 /* ---------------------------------------------------------------- model and oracles */
 
-void		model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, Model *m);
+void		model_build(const Req *r, const char *token, Model *m);
 void		model_free(Model *m);
 void		plan_case(const Case *c, const char *token, Plan *plan);
 void		plan_free(const Case *c, Plan *plan);

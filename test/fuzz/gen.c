@@ -162,7 +162,6 @@ gen_case(Gen *g, uint64_t index, Case *c)
 	{
 		/* the same X-Request-ID twice: the second answered 204 and not stored again, or refused */
 		Conn	   *k = &c->conn[0];
-		int			i;
 
 		c->nconn = 1;
 		k->nreq = 2;
@@ -173,8 +172,6 @@ gen_case(Gen *g, uint64_t index, Case *c)
 		req_copy(&k->req[1], &k->req[0]);
 		if (rng_chance(&r, 50))
 			mutate_body(&k->req[1], &r, &c->mutations);
-		if ((i = req_header_find(&k->req[0], "X-Request-ID", 0)) < 0)
-			set_header(&k->req[0], "X-Request-ID", "SAME-ID-TWICE");
 	}
 	/* the log ends without its separator */
 	if (c->mutations.len >= 2)

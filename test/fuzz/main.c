@@ -30,6 +30,13 @@ typedef struct Kind
 	char		saved[512];
 } Kind;
 
+typedef struct Known
+{
+	char		key[200];
+	char		reason[600];
+	int			count;
+} Known;
+
 typedef struct Run
 {
 	Gen			gen;
@@ -44,6 +51,9 @@ typedef struct Run
 	Buf			regress_failed;	/* "file: oracles" lines */
 	int			slow_cases;		/* took over a second */
 	char		last_oracles[256];	/* the oracles the last case failed */
+	char		last_known[200];	/* a known defect the last case showed */
+	Known	   *known;
+	int			nknown;
 	int			left_open;		/* connections the server kept open after our half-close */
 	int			waited;			/* connections where an answer that may come did not */
 	bool		crashed;
@@ -121,6 +131,43 @@ slug(char *out, size_t size, const char *s)
 	out[j] = '\0';
 }
 
+static int
+known_index(Run *run, const char *key)
+{
+	for (int i = 0; i < run->nknown; i++)
+		if (strcmp(run->known[i].key, key) == 0)
+			return i;
+	return -1;
+}
+
+/* "key<TAB>reason" lines; # comments */
+static bool
+load_known(Run *run, const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[1024];
+
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f))
+	{
+		char	   *tab = strchr(line, '\t');
+		Known	   *k;
+
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == '#' || tab == NULL)
+			continue;
+		*tab = '\0';
+		run->known = realloc(run->known, sizeof(Known) * (size_t) (run->nknown + 1));
+		k = &run->known[run->nknown++];
+		memset(k, 0, sizeof(*k));
+		copy_str(k->key, sizeof(k->key), line);
+		copy_str(k->reason, sizeof(k->reason), tab + 1);
+	}
+	fclose(f);
+	return true;
+}
+
 /* runs one case; returns how many failures it had */
 static int
 run_case(Run *run, const Case *c, const char *label)
@@ -130,6 +177,8 @@ run_case(Run *run, const Case *c, const char *label)
 	Failure		f[MAX_FAIL];
 	int			nf;
 	bool		printed = false;
+	bool		regress = strncmp(label, "regress", 7) == 0;
+	bool		new_kind = false;
 	static int	case_counter;
 
 	double		t0 = now_s();
@@ -137,6 +186,25 @@ run_case(Run *run, const Case *c, const char *label)
 	plan_case(c, run->target.token, &plan);
 	wire_run(&run->target, c, &plan, out);
 	nf = checker_case(run->checker, c, &plan, out, f, MAX_FAIL, ++case_counter);
+	run->last_known[0] = '\0';
+	for (int i = 0; i < nf;)
+	{
+		/* a defect of a library the listener uses: counted apart, not a failure */
+		int			k = known_index(run, f[i].key);
+
+		if (k < 0)
+		{
+			i++;
+			continue;
+		}
+		if (run->known[k].count++ == 0)
+			printf("KNOWN %s\n  [%s] %s\n    %s\n    (%s)\n", label, f[i].oracle, f[i].key,
+				   (char *) f[i].detail.p, run->known[k].reason);
+		copy_str(run->last_known, sizeof(run->last_known), f[i].key);
+		failure_free(&f[i]);
+		memmove(&f[i], &f[i + 1], sizeof(Failure) * (size_t) (nf - i - 1));
+		nf--;
+	}
 	for (int i = 0; i < c->nconn; i++)
 	{
 		run->left_open += out[i].hung;
@@ -168,7 +236,8 @@ run_case(Run *run, const Case *c, const char *label)
 			copy_str(kind->first, sizeof(kind->first), label);
 		}
 		kind->count++;
-		if (kind->count == 1 || run->verbose)
+		new_kind |= kind->count == 1;
+		if (kind->count == 1 || run->verbose || regress)
 		{
 			if (!printed)
 			{
@@ -178,10 +247,10 @@ run_case(Run *run, const Case *c, const char *label)
 			printf("  [%s] %s\n    %s\n", f[i].oracle, f[i].key, (char *) f[i].detail.p);
 		}
 	}
-	if (printed)
+	if (printed && (!regress || run->verbose || new_kind))
 	{
 		describe(c, out, run->target.token);
-		if (run->save_dir && strncmp(label, "regress", 7) != 0)
+		if (run->save_dir && !regress)
 		{
 			char		name[64],
 						path[512];
@@ -274,7 +343,8 @@ run_regress(Run *run, const char *dir)
 		snprintf(label, sizeof(label), "regress %s", names[i]);
 		nf = run_case(run, &c, label);
 		if (nf == 0)
-			printf("ok   regress %s\n", names[i]);
+			printf("ok   regress %s%s%s%s\n", names[i], run->last_known[0] ? " (shows a known library defect: " : "",
+				   run->last_known, run->last_known[0] ? ")" : "");
 		else
 		{
 			failed++;
@@ -309,6 +379,7 @@ usage(void)
 		   "  --stop             stop at the first failing case\n"
 		   "  --verbose          print every failure, not only the first of each kind\n"
 		   "  --timeout-ms N     how long an answer may take (20000, as ELMO waits)\n"
+		   "  --known FILE       failures caused by a library, not counted (\"key<TAB>why\" lines)\n"
 		   "  --self-test        check the fuzzer's own RFC 3339 reader, UTF-8 check and case files\n");
 }
 
@@ -324,6 +395,7 @@ main(int argc, char **argv)
 		{"save", required_argument, 0, 'S'}, {"print", no_argument, 0, 'P'},
 		{"stop", no_argument, 0, 'x'}, {"verbose", no_argument, 0, 'v'},
 		{"timeout-ms", required_argument, 0, 't'}, {"self-test", no_argument, 0, 'T'},
+		{"known", required_argument, 0, 'K'},
 		{"help", no_argument, 0, 'h'}, {0},
 	};
 	Run			run = {0};
@@ -400,6 +472,13 @@ main(int argc, char **argv)
 				break;
 			case 'T':
 				self_test_only = true;
+				break;
+			case 'K':
+				if (!load_known(&run, optarg))
+				{
+					fprintf(stderr, "elmo-fuzz: cannot read %s\n", optarg);
+					return 2;
+				}
 				break;
 			default:
 				usage();
@@ -583,6 +662,10 @@ main(int argc, char **argv)
 		if (run.crashed)
 			printf("the campaign stopped at a crash\n");
 	}
+	for (int i = 0; i < run.nknown; i++)
+		if (run.known[i].count)
+			printf("known library defect, not counted: %d x %s\n  (%s)\n", run.known[i].count, run.known[i].key,
+				   run.known[i].reason);
 	if (run.left_open)
 		printf("%d connections whose last request was incomplete were still open 20 ms after our half-close"
 			   " (closed by us; not a failure)\n", run.left_open);

@@ -97,7 +97,7 @@ all_digits(const Buf *b)
 }
 
 void
-model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, Model *m)
+model_build(const Req *r, const char *token, Model *m)
 {
 	const char *method = req_method(r);
 	const char *target = req_target(r);
@@ -193,13 +193,29 @@ model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, M
 		if (buf_ieqs(&h->name, "Expect") && !buf_ieqs(&h->value, "100-continue"))
 			m->odd_syntax = true;
 		req_expand_value(&v, &h->value, token);
-		if (buf_ieqs(&h->name, "Authorization") && auth_matches(&v, token))
-			m->auth_ok = true;
-		if (buf_ieqs(&h->name, "X-Request-ID") && m->nids < 4)
+		for (int cut = 0; cut < 2; cut++)
 		{
-			buf_copy(&m->ids[m->nids], &v);
-			trim(&m->ids[m->nids]);
-			m->nids++;
+			/*
+			 * The HTTP library hands header values over as C strings: a NUL
+			 * ends them there, and the listener cannot see past it (HTTP says
+			 * to refuse such a value, or read the NUL as a space).
+			 */
+			if (cut)
+			{
+				unsigned char *nul = memchr(v.p, '\0', v.len);
+
+				if (nul == NULL)
+					break;
+				v.len = (size_t) (nul - v.p);
+			}
+			if (buf_ieqs(&h->name, "Authorization") && auth_matches(&v, token))
+				m->auth_ok = true;
+			if (buf_ieqs(&h->name, "X-Request-ID") && m->nids < 4)
+			{
+				buf_copy(&m->ids[m->nids], &v);
+				trim(&m->ids[m->nids]);
+				m->nids++;
+			}
 		}
 	}
 	buf_free(&v);
@@ -276,8 +292,6 @@ model_build(const Req *r, const char *token, bool last_in_conn, const Conn *c, M
 		m->well_framed = false;
 		m->body_known = false;
 	}
-	(void) last_in_conn;
-	(void) c;
 }
 
 /* the model of every request of a case, and how its connections should go */
@@ -302,7 +316,7 @@ plan_case(const Case *c, const char *token, Plan *plan)
 			int			h;
 
 			req_serialize(r, token, &wire);
-			model_build(r, token, j == k->nreq - 1, k, m);
+			model_build(r, token, m);
 			closes = strstr((const char *) r->line.p, "HTTP/1.0") != NULL;
 			for (h = req_header_find(r, "Connection", 0); h >= 0; h = req_header_find(r, "Connection", h + 1))
 				closes |= buf_ieqs(&r->h[h].value, "close");

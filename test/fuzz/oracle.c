@@ -4,8 +4,9 @@
  * throw-away cluster):
  *   answered      every complete, well-formed request gets an answer;
  *   no 5xx        except 501 for an OSCP message this side does not take;
- *   answers       parse; 4xx bodies are JSON {"message": ...}, valid UTF-8;
+ *   answers       parse; the listener's 4xx bodies are JSON {"message": ...}, valid UTF-8;
  *   token         nothing but /health is accepted without a valid token;
+ *   framing       no 2xx for a request HTTP says to refuse (e.g. two Content-Lengths);
  *   stored        a 204 stored exactly one row, or none for a repeated ID;
  *                 a 4xx or no answer stored nothing;
  *   exact         the row holds the X-Request-ID and the body exactly as sent;
@@ -380,8 +381,12 @@ error_body_ok(const Answer *a, const Buf *request_body, char *why, size_t size)
 	{
 		/* the request's own bytes echoed, or bytes from nowhere (memory read after it was freed) */
 		long		at = utf8_invalid_at(a->body.p, a->body.len);
-		size_t		n = at >= 0 && a->body.len - (size_t) at >= 2 ? 2 : 1;
-		bool		echo = at >= 0 && request_body->len &&
+		size_t		n = 0;
+		bool		echo;
+
+		while (at >= 0 && n < 4 && (size_t) at + n < a->body.len && a->body.p[at + n] >= 0x80)
+			n++;			/* the bytes that are not UTF-8 */
+		echo = at >= 0 && n > 0 && request_body->len &&
 			memmem(request_body->p, request_body->len, a->body.p + at, n) != NULL;
 
 		snprintf(why, size, "not valid UTF-8 (%s)", echo ? "it echoes bytes of the request" : "bytes not from the request");
@@ -719,18 +724,22 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 					if (id_in(&models[i][j], &rows[r].rid) &&
 						(pass == 1 || o[i].req[j].answer.status == 204))
 						rows[r].owner_conn = i, rows[r].owner_req = j;
-	/* a generated ID: register or handshake without an X-Request-ID */
-	for (int r = 0; r < nrows; r++)
-		for (int i = 0; i < c->nconn && rows[r].owner_conn < 0; i++)
-			for (int j = 0; j < c->conn[i].nreq && rows[r].owner_conn < 0; j++)
-			{
-				bool		taken = false;
+	/* a generated ID: a request without X-Request-ID, same message (and body, if it can be) */
+	for (int pass = 0; pass < 2; pass++)
+		for (int r = 0; r < nrows; r++)
+			for (int i = 0; i < c->nconn && rows[r].owner_conn < 0; i++)
+				for (int j = 0; j < c->conn[i].nreq && rows[r].owner_conn < 0; j++)
+				{
+					const Model *m = &models[i][j];
+					bool		taken = false;
 
-				for (int q = 0; q < nrows; q++)
-					taken |= rows[q].owner_conn == i && rows[q].owner_req == j;
-				if (!taken && models[i][j].nids == 0 && o[i].req[j].answer.status == 204)
-					rows[r].owner_conn = i, rows[r].owner_req = j;
-			}
+					for (int q = 0; q < nrows; q++)
+						taken |= rows[q].owner_conn == i && rows[q].owner_req == j;
+					if (!taken && m->nids == 0 && o[i].req[j].answer.status == 204 &&
+						(m->message[0] == '\0' || strcmp(m->message, rows[r].message) == 0) &&
+						(pass == 1 || !m->body_known || buf_eq(&m->body, rows[r].raw.p, rows[r].raw.len)))
+						rows[r].owner_conn = i, rows[r].owner_req = j;
+				}
 
 	for (int r = 0; r < nrows; r++)
 	{

@@ -230,8 +230,7 @@ req_serialize(const Req *r, const char *token, Buf *out)
 		case FR_NONE:
 			break;
 		case FR_CL_TWICE:
-			buf_addf(out, "Content-Length: %zu%sContent-Length: %zu%s", r->body.len, eol,
-					 r->body.len + 1 + (size_t) (r->cl_delta > 0 ? r->cl_delta : 0), eol);
+			buf_addf(out, "Content-Length: %zu%sContent-Length: %zu%s", r->body.len, eol, r->body.len + 1, eol);
 			break;
 		case FR_CL_TEXT:
 			buf_adds(out, "Content-Length: ");

@@ -57,5 +57,6 @@ until code=$(http_code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Auth
 
 echo "== elmo-fuzz (server log: $WORK/pg/server.log${KEEP:+, kept})"
 test/fuzz/elmo-fuzz --port "$HTTP_PORT" --captures test/captures/real-elmo-wire \
-  --log "$WORK/pg/server.log" --regress test/fuzz/regress --save "$SAVE" \
+  --log "$WORK/pg/server.log" --regress test/fuzz/regress --known test/fuzz/known-library-defects \
+  --save "$SAVE" \
   --cases "$CASES" ${FUZZ_SEED:+--seed "$FUZZ_SEED"} "$@"
