@@ -178,6 +178,7 @@ run_case(Run *run, const Case *c, const char *label)
 	int			nf;
 	bool		printed = false;
 	bool		regress = strncmp(label, "regress", 7) == 0;
+	bool		from_file = regress || strncmp(label, "replay", 6) == 0;	/* saved already */
 	bool		new_kind = false;
 	static int	case_counter;
 
@@ -250,7 +251,7 @@ run_case(Run *run, const Case *c, const char *label)
 	if (printed && (!regress || run->verbose || new_kind))
 	{
 		describe(c, out, run->target.token);
-		if (run->save_dir && !regress)
+		if (run->save_dir && !from_file)
 		{
 			char		name[64],
 						path[512];
