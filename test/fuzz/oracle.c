@@ -307,6 +307,8 @@ log_line(Checker *k, const char *what, int pid, char *line, size_t size, char *g
 	snprintf(line, size, "%.*s", (int) (end - start), start);
 	for (const char *p = hit + strlen(what); p < end && j + 1 < gsize; p++)
 	{
+		if (j == 0 && *p == ' ')
+			continue;
 		if (*p == '"')
 			quoted = !quoted;
 		else if (!quoted && !isdigit((unsigned char) *p))
