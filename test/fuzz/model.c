@@ -317,9 +317,18 @@ plan_case(const Case *c, const char *token, Plan *plan)
 
 			req_serialize(r, token, &wire);
 			model_build(r, token, m);
+			/* HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 when asked to close */
 			closes = strstr((const char *) r->line.p, "HTTP/1.0") != NULL;
 			for (h = req_header_find(r, "Connection", 0); h >= 0; h = req_header_find(r, "Connection", h + 1))
-				closes |= buf_ieqs(&r->h[h].value, "close");
+			{
+				if (buf_ieqs(&r->h[h].value, "keep-alive"))
+					closes = false;
+				if (buf_ieqs(&r->h[h].value, "close"))
+				{
+					closes = true;
+					break;
+				}
+			}
 			if (req_header_find(r, "Host", 0) < 0 && !closes)
 				m->odd_syntax = true;	/* HTTP/1.1 without Host: the server library's own 400, or a close */
 			if (k->truncate >= 0 && wire.len > (size_t) k->truncate)

@@ -892,7 +892,8 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 				{
 					snprintf(key, sizeof(key), "204 but nothing stored (%s)", m->message[0] ? m->message : "other path");
 					add_failure(f, &nf, maxf, "stored", key,
-								"%s%s answered 204, no row stored, and its X-Request-ID \"%s\" was not accepted before",
+								"%s%s answered 204, no row stored, and its X-Request-ID \"%s\" was not accepted before"
+								" (where IDs are altered, an earlier one may have become this one)",
 								where(i, j, c), m->message, m->nids ? preview(m->ids[0].p, m->ids[0].len, 80) : "(none)");
 				}
 			}

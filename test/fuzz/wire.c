@@ -350,6 +350,9 @@ wire_run(const Target *t, const Case *c, const Plan *plan, ConnOutcome *out)
 					out[i].waited = true;
 				if (!l->half_close && !l->closing)
 				{
+					/* requests past those that may be answered: we do not wait for them */
+					if (out[i].nanswers < k->nreq)
+						out[i].gave_up_at = out[i].nanswers;
 					l->done = true;
 					continue;
 				}
