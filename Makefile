@@ -6,6 +6,7 @@
 #   make test       install missing Debian packages, build, install, run every test
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
+#   make fuzz       a fuzzing campaign against the listener (FUZZ_SEED, FUZZ_CASES)
 
 EXTENSION  = elmo_oscp
 # The version lives in elmo_oscp.control only; C and SQL get it from here.
@@ -59,9 +60,11 @@ check-layers: $(OBJS)
 sim:
 	$(MAKE) -C sim
 
-clean: clean-sim
+clean: clean-sim clean-fuzz
 clean-sim:
 	-$(MAKE) -C sim clean
+clean-fuzz:
+	-$(MAKE) -C test/fuzz clean
 
 test:
 	bash test/run.sh
@@ -72,4 +75,8 @@ demo:
 bench:
 	bash bench/run.sh
 
-.PHONY: sim test demo bench clean-sim check-layers
+# The regression cases, then FUZZ_CASES (20000) cases of FUZZ_SEED (random, printed).
+fuzz:
+	bash test/fuzz/run.sh
+
+.PHONY: sim test demo bench fuzz clean-sim clean-fuzz check-layers
