@@ -5,37 +5,17 @@
 -- is stored whatever applying it does; validation lives here because ELMO gets
 -- its 400 from it.
 
--- ---------------------------------------------------------------- schema additions
-
--- Whether the request authenticated with our current token (not the previous
--- one): applying it retires the previous token (decisions §3).
-ALTER TABLE elmo_received_message
-    ADD COLUMN used_current_token boolean NOT NULL DEFAULT false;
-
--- Retention finds old raw messages by receipt time; BRIN: next to nothing per insert.
-CREATE INDEX elmo_received_message_received_at ON elmo_received_message USING brin (received_at);
-
--- The span of a forecast's blocks (earliest start, latest end), so the capacity
--- rules only look at forecasts that can cover an instant.  Filled by
--- _elmo_apply; a row inserted by other means may leave them NULL (= unknown
--- span, always looked at).
-ALTER TABLE capacity_forecast
-    ADD COLUMN starts_at timestamptz,
-    ADD COLUMN ends_at   timestamptz;
-CREATE INDEX capacity_forecast_group_span
-    ON capacity_forecast (group_id, (coalesce(ends_at, 'infinity'::timestamptz)));
-
 -- ---------------------------------------------------------------- receipt
 
 -- RFC 3339 date-time with an offset or Z (the shape; the cast checks the
 -- values).  LIKE, not a regular expression: this runs for every timestamp.
-CREATE FUNCTION _elmo_is_rfc3339(ts text) RETURNS boolean
+CREATE OR REPLACE FUNCTION _elmo_is_rfc3339(ts text) RETURNS boolean
     LANGUAGE sql IMMUTABLE AS $$
     SELECT ts LIKE '____-__-_____:__:__%' AND substr(ts, 11, 1) IN ('T', 't', ' ')
            AND (ts LIKE '%Z' OR ts LIKE '%z' OR ts LIKE '%+__:__' OR ts LIKE '%-__:__') $$;
 
 -- The data exception a text raises when cast to timestamptz, or NULL.
-CREATE FUNCTION _elmo_timestamp_error(ts text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_timestamp_error(ts text) RETURNS text
     LANGUAGE plpgsql STABLE AS $$
 BEGIN
     PERFORM ts::timestamptz;
@@ -46,7 +26,7 @@ END $$;
 
 -- What is wrong with a forecast's blocks (slow path, only for a bad request):
 -- the first bad block by index, else the first overlap in time order.
-CREATE FUNCTION _elmo_blocks_error(blocks jsonb, OUT field text, OUT problem text)
+CREATE OR REPLACE FUNCTION _elmo_blocks_error(blocks jsonb, OUT field text, OUT problem text)
     LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     x text[];
@@ -105,7 +85,7 @@ $fn$;
 -- Validates one message and stores it as received ('received'), classified.
 -- 204 + id: stored; 204 + NULL: duplicate X-Request-ID, nothing stored;
 -- 400 + {"message": ..., "field": ...}: invalid, nothing stored.
-CREATE FUNCTION _elmo_receive(message text, method text, request_id text, correlation_id text,
+CREATE OR REPLACE FUNCTION _elmo_receive(message text, method text, request_id text, correlation_id text,
                               raw_body text, used_current_token boolean)
     RETURNS TABLE(status int, error text, message_id bigint)
     LANGUAGE plpgsql VOLATILE AS $fn$
@@ -362,7 +342,3 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
-
--- ---------------------------------------------------------------- privileges
-
-REVOKE ALL ON FUNCTION _elmo_receive(text, text, text, text, text, boolean) FROM PUBLIC;

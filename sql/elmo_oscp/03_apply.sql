@@ -9,7 +9,7 @@
 
 -- ELMO's base_url resolved against the ELMO URL given to elmo_register
 -- (RFC 3986 reference resolution, no dot segments); no trailing '/'.
-CREATE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
     SELECT rtrim(CASE
         WHEN ref ~ '^[A-Za-z][A-Za-z0-9+.-]*:' THEN ref
@@ -22,7 +22,7 @@ CREATE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
 
 -- Applies one stored message.  src/inbound.c runs it in a subtransaction; it
 -- raises on failure (nothing of it is kept then).
-CREATE FUNCTION _elmo_apply(message_id bigint) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_apply(message_id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     m       record;
@@ -188,7 +188,7 @@ $fn$;
 
 -- Records a failed apply (its subtransaction was rolled back): backoff 2, 4, 8,
 -- ... seconds, never more than a minute; NOTIFY elmo_apply_failed.
-CREATE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r record;
@@ -209,7 +209,7 @@ END
 $fn$;
 
 -- Unapplied messages due now, in receipt order.
-CREATE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
+CREATE OR REPLACE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
     LANGUAGE sql VOLATILE AS $$
     SELECT m.id FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed')
@@ -219,13 +219,13 @@ CREATE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
 
 -- When the earliest unapplied message is due (in the past when one is due now);
 -- NULL when there is none.
-CREATE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
     SELECT min(coalesce(m.next_apply_at, m.received_at)) FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed') $$;
 
 -- For GET /health: registration state and inbound backlog; no token, no URL.
-CREATE FUNCTION _elmo_health() RETURNS jsonb
+CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
     LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT jsonb_build_object(
                         'state', g.state, 'connected', g.connected, 'registered_at', g.registered_at,
@@ -241,7 +241,7 @@ CREATE FUNCTION _elmo_health() RETURNS jsonb
 
 -- Purges applied/discarded raw messages older than elmo_oscp.retention (0 or
 -- less: keep them).  Forecasts are kept.
-CREATE FUNCTION _elmo_retention_inbound() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_retention_inbound() RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_keep interval := coalesce(nullif(current_setting('elmo_oscp.retention', true), ''), '7d')::interval;
@@ -255,7 +255,7 @@ $fn$;
 
 -- ---------------------------------------------------------------- unapplied messages (issue 7)
 
-CREATE VIEW elmo_unapplied AS
+CREATE OR REPLACE VIEW elmo_unapplied AS
     SELECT m.id, m.message, m.group_id, m.kind, m.state, m.apply_attempts, m.last_sqlstate,
            m.last_error, m.received_at, now() - m.received_at AS age, m.next_apply_at
       FROM elmo_received_message m
@@ -265,7 +265,7 @@ CREATE VIEW elmo_unapplied AS
 -- Applies an unapplied message now, in the caller's transaction (its errors
 -- propagate; the caller's transaction then rolls back and the message stays
 -- as it was).  Returns the new state.
-CREATE FUNCTION elmo_replay(message_id bigint) RETURNS text
+CREATE OR REPLACE FUNCTION elmo_replay(message_id bigint) RETURNS text
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_state text;
@@ -288,7 +288,7 @@ END
 $fn$;
 
 -- Gives up on an unapplied message, recording why.
-CREATE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
+CREATE OR REPLACE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_state text;
@@ -309,11 +309,3 @@ BEGIN
     END IF;
 END
 $fn$;
-
--- ---------------------------------------------------------------- privileges
-
-REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, text),
-                       _elmo_applies_due(int), _elmo_next_apply_at(), _elmo_health(),
-                       _elmo_retention_inbound(),
-                       elmo_replay(bigint), elmo_discard(bigint, text)
-    FROM PUBLIC;

@@ -22,41 +22,15 @@
 -- This file is the outbox itself; the public functions that queue messages are
 -- 06_api.sql, the worker's periodic jobs 07_housekeeping.sql.
 
--- ---------------------------------------------------------------- schema additions
-
--- md5 of the token the last attempt was authorized with: a 401/403 answer to a
--- token that has been rotated since the request left is a retry, not a lock-out.
-ALTER TABLE elmo_outbox ADD COLUMN token_fingerprint text;
-
--- elmo_status() counts failed messages without scanning delivered history.
-CREATE INDEX elmo_outbox_failed ON elmo_outbox (id) WHERE state = 'failed';
-
--- When the worker last ran its periodic jobs (usage_report, heartbeat, retention).
-CREATE TABLE elmo_timer (
-    name            text PRIMARY KEY,
-    last_run_at     timestamptz NOT NULL
-);
-REVOKE ALL ON elmo_timer FROM PUBLIC;
-
--- Groups the last automatic usage report left out, and why (view elmo_usage_skipped).
-CREATE TABLE _elmo_usage_skip (
-    group_id        text PRIMARY KEY,
-    kwh             numeric,
-    last_kwh        numeric,
-    reason          text NOT NULL,
-    skipped_at      timestamptz NOT NULL
-);
-REVOKE ALL ON _elmo_usage_skip FROM PUBLIC;
-
 -- ---------------------------------------------------------------- helpers
 
 -- A setting of ours, '' and unset read as the default.
-CREATE FUNCTION _elmo_conf(name text, dflt text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_conf(name text, dflt text) RETURNS text
     LANGUAGE sql STABLE
     AS $$ SELECT coalesce(nullif(current_setting('elmo_oscp.' || name, true), ''), dflt) $$;
 
 -- 'abcd…wxyz': enough to tell tokens apart, never enough to use one.
-CREATE FUNCTION _elmo_mask(token text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_mask(token text) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT CASE WHEN token IS NULL THEN NULL
@@ -65,14 +39,14 @@ CREATE FUNCTION _elmo_mask(token text) RETURNS text
     $$;
 
 -- ELMO refuses these before our handshake_acknowledge was accepted (spec, capture 05a).
-CREATE FUNCTION _elmo_is_business(message text) RETURNS boolean
+CREATE OR REPLACE FUNCTION _elmo_is_business(message text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT message NOT IN ('register', 'handshake_acknowledge')
                  AND message NOT LIKE 'trigger-callback/%' $$;
 
 -- The token an outbox row is authorized with (capture 54a/54b: before ELMO's
 -- register arrives, the initial token still works).
-CREATE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
     LANGUAGE sql STABLE
     AS $$
     SELECT CASE auth
@@ -83,7 +57,7 @@ CREATE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
     $$;
 
 -- ELMO's error text from its answer {"message": "..." | ["...", ...], "error", "statusCode"}.
-CREATE FUNCTION _elmo_error_message(body text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_error_message(body text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $$
 DECLARE
@@ -105,7 +79,7 @@ END;
 $$;
 
 -- Replace every token this registration knows of by ***.
-CREATE FUNCTION _elmo_scrub(s text, r elmo_registration) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_scrub(s text, r elmo_registration) RETURNS text
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
@@ -124,7 +98,7 @@ END;
 $$;
 
 -- The token a register or trigger-callback body carries, replaced by ***.
-CREATE FUNCTION _elmo_scrub_body(message text, body text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_scrub_body(message text, body text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $$
 DECLARE
@@ -150,12 +124,12 @@ END;
 $$;
 
 -- scheme://host[:port] of a URL.
-CREATE FUNCTION _elmo_url_origin(url text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_url_origin(url text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*') $$;
 
 -- The register body, keys in ELMO's order (capture 02).
-CREATE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT '{"token":' || to_json(token)::text
@@ -163,7 +137,7 @@ CREATE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
     $$;
 
 -- Warn when ELMO's base_url rule would refuse our URL (captures 01a–01d).
-CREATE FUNCTION _elmo_check_public_url(public_url text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_check_public_url(public_url text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -177,7 +151,7 @@ $$;
 
 -- The registration row (locked when for_update); raises when there is none.
 -- Business messages do not lock it: the worker updates it.
-CREATE FUNCTION _elmo_registration(for_update boolean DEFAULT false) RETURNS elmo_registration
+CREATE OR REPLACE FUNCTION _elmo_registration(for_update boolean DEFAULT false) RETURNS elmo_registration
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -199,7 +173,7 @@ END;
 $$;
 
 -- NOTIFY elmo_registration, as the inbound side does: {"state", "event", "connected", "error"}.
-CREATE FUNCTION _elmo_notify_registration(event text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_notify_registration(event text) RETURNS void
     LANGUAGE sql
     AS $$
     SELECT pg_notify('elmo_registration',
@@ -210,7 +184,7 @@ CREATE FUNCTION _elmo_notify_registration(event text) RETURNS void
 
 -- ---------------------------------------------------------------- delivery machinery
 
-CREATE FUNCTION _elmo_enqueue(message text, body text, group_id text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION _elmo_enqueue(message text, body text, group_id text DEFAULT NULL,
                               correlation_id text DEFAULT NULL, method text DEFAULT 'POST',
                               url text DEFAULT NULL, auth text DEFAULT 'elmo')
     RETURNS bigint
@@ -234,7 +208,7 @@ $$;
 
 -- Called after anything changed the registration (ELMO's register, handshake,
 -- unregister; elmo_register): release what the new state allows.
-CREATE FUNCTION _elmo_registration_changed() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_registration_changed() RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -263,7 +237,7 @@ $$;
 
 -- Due messages, oldest first; per group only the oldest undelivered one, and
 -- register messages one at a time in order.  Marks them 'sending'.
-CREATE FUNCTION _elmo_claim(lim int)
+CREATE OR REPLACE FUNCTION _elmo_claim(lim int)
     RETURNS TABLE(id bigint, method text, url text, authorization text,
                   request_id text, correlation_id text, body text)
     LANGUAGE plpgsql
@@ -329,7 +303,7 @@ END;
 $$;
 
 -- Exponential backoff with jitter: 0.5–1 s after the first attempt, doubling, at most 5 min.
-CREATE FUNCTION _elmo_backoff(attempts int) RETURNS interval
+CREATE OR REPLACE FUNCTION _elmo_backoff(attempts int) RETURNS interval
     LANGUAGE sql VOLATILE
     AS $$
     SELECT make_interval(secs => least(300.0, power(2.0, greatest(attempts, 1) - 1))
@@ -337,7 +311,7 @@ CREATE FUNCTION _elmo_backoff(attempts int) RETURNS interval
     $$;
 
 -- One outcome (http_status 0: no HTTP answer; error: curl's message).
-CREATE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
+CREATE OR REPLACE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
     RETURNS void
     LANGUAGE plpgsql
     AS $$
@@ -480,20 +454,11 @@ END;
 $$;
 
 -- The next retry due after now (NULL: none).  Rows due now are the claim's business.
-CREATE FUNCTION _elmo_next_attempt_at() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _elmo_next_attempt_at() RETURNS timestamptz
     LANGUAGE sql STABLE
     AS $$ SELECT min(next_attempt_at) FROM elmo_outbox WHERE state = 'queued' AND next_attempt_at > now() $$;
 
 -- At worker start: what was in flight when the worker stopped goes again (same X-Request-ID).
-CREATE FUNCTION _elmo_recover() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_recover() RETURNS void
     LANGUAGE sql
     AS $$ UPDATE elmo_outbox SET state = 'queued', next_attempt_at = now() WHERE state = 'sending' $$;
-
--- ---------------------------------------------------------------- privileges
-
--- Machinery: the public functions and the worker call it, nobody else.
-REVOKE ALL ON FUNCTION
-    _elmo_enqueue(text, text, text, text, text, text, text), _elmo_registration_changed(),
-    _elmo_claim(int), _elmo_record(bigint, int, text, text, jsonb), _elmo_recover(),
-    _elmo_registration(boolean)
-  FROM PUBLIC;

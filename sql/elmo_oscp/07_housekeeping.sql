@@ -9,7 +9,7 @@
 -- set-returning function of the CSMS giving (group_id text, kwh numeric
 -- [, measured_at timestamptz]).  Groups whose reading is NULL, not finite,
 -- negative or below the last one reported are skipped (view elmo_usage_skipped).
-CREATE FUNCTION _elmo_report_usage_auto(source text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_report_usage_auto(source text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -91,7 +91,7 @@ $$;
 
 -- Delivered messages older than elmo_oscp.retention (those an adjust request
 -- names stay): walk the primary key from the oldest row only.
-CREATE FUNCTION _elmo_retention_outbound() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_retention_outbound() RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -106,7 +106,7 @@ END;
 $$;
 
 -- Periodic work; returns when it wants to run next.
-CREATE FUNCTION _elmo_housekeeping() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _elmo_housekeeping() RETURNS timestamptz
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -175,9 +175,3 @@ BEGIN
     RETURN least(next_at, last_at + interval '10 min');
 END;
 $$;
-
--- ---------------------------------------------------------------- privileges
-
-REVOKE ALL ON FUNCTION
-    _elmo_housekeeping(), _elmo_report_usage_auto(text), _elmo_retention_outbound()
-  FROM PUBLIC;
