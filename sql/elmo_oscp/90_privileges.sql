@@ -29,6 +29,9 @@ REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, tex
                        _elmo_retention_inbound(),
                        elmo_replay(bigint), elmo_discard(bigint, text)
     FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    _elmo_store_received(text, text, text, text, text, jsonb, text, text, date, boolean)
+  FROM PUBLIC;
 
 -- Outbox machinery: the public functions and the worker call it, nobody else.
 REVOKE ALL ON FUNCTION
