@@ -30,7 +30,11 @@ REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, tex
                        elmo_replay(bigint), elmo_discard(bigint, text)
     FROM PUBLIC;
 REVOKE ALL ON FUNCTION
-    _elmo_store_received(text, text, text, text, text, jsonb, text, text, date, boolean)
+    _elmo_store_received(text, text, text, text, text, jsonb, text, text, date, boolean),
+    _elmo_heard(timestamptz, boolean), _elmo_apply_heartbeat(jsonb, timestamptz, boolean),
+    _elmo_apply_register(jsonb, timestamptz, boolean, text), _elmo_apply_unregister(timestamptz, boolean),
+    _elmo_apply_handshake(text, jsonb, timestamptz, boolean),
+    _elmo_apply_registration(bigint, text, text, text, jsonb, timestamptz, boolean)
   FROM PUBLIC;
 
 -- Outbox machinery: the public functions and the worker call it, nobody else.
