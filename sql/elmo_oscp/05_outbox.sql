@@ -310,134 +310,127 @@ CREATE OR REPLACE FUNCTION _elmo_backoff(attempts int) RETURNS interval
                                  * (0.5 + random() * 0.5))
     $$;
 
--- One outcome (http_status 0: no HTTP answer; error: curl's message).
-CREATE OR REPLACE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
+-- ---------------------------------------------------------------- outcomes, one kind each
+
+-- What ELMO's 2xx to some messages changes: to our handshake_acknowledge, we
+-- are connected (and what waited for it is released); to our DELETE register,
+-- unregistered.
+CREATE OR REPLACE FUNCTION _elmo_record_accepted(message text, method text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF message = 'handshake_acknowledge' THEN
+        UPDATE elmo_registration g
+           SET connected = true, connected_at = now(), updated_at = now(),
+               last_error = CASE WHEN g.state = 'locked_out' THEN g.last_error END
+         WHERE g.id = 1;
+        PERFORM _elmo_registration_changed();
+        PERFORM _elmo_notify_registration('connected');
+    ELSIF message = 'register' AND method = 'DELETE' THEN
+        UPDATE elmo_registration g
+           SET state = 'unregistered', connected = false, updated_at = now(), last_error = NULL
+         WHERE g.id = 1;
+        PERFORM _elmo_notify_registration('unregistered');
+    END IF;
+END;
+$$;
+
+-- 429, 5xx, no answer: queued again with backoff; false when out of attempts
+-- (elmo_oscp.max_attempts) or too old (elmo_oscp.max_retry_age): the caller
+-- then records a failure.
+CREATE OR REPLACE FUNCTION _elmo_record_retry(m elmo_outbox, http_status int, error text,
+                                              response_body text, timing jsonb)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF m.attempts >= _elmo_setting('max_attempts')::int
+       OR now() - m.created_at >= _elmo_setting('max_retry_age')::interval THEN
+        RETURN false;
+    END IF;
+    UPDATE elmo_outbox o
+       SET state = 'queued', next_attempt_at = now() + _elmo_backoff(m.attempts),
+           last_status = nullif($2, 0), last_error = $3, response_body = $4, timing = $5
+     WHERE o.id = m.id;
+    RETURN true;
+END;
+$$;
+
+-- 401, 403 bad token: ELMO no longer accepts the token.  Unless it changed
+-- since the request left (then the message goes again with the new one), the
+-- registration is locked out and everything ELMO-bound is held until an
+-- administrator's new initial token and elmo_register.
+CREATE OR REPLACE FUNCTION _elmo_record_locked_out(m elmo_outbox, r elmo_registration, http_status int,
+                                                   error text, response_body text, timing jsonb)
     RETURNS void
     LANGUAGE plpgsql
     AS $$
-DECLARE
-    m elmo_outbox;
-    r elmo_registration;
-    resp text := nullif(left(_elmo_record.response_body, 8192), '');
-    elmo_msg text;
-    err text;
-    st int := coalesce(_elmo_record.http_status, 0);
 BEGIN
-    -- ---- 2xx: delivered (the hot path: one statement)
-    IF st BETWEEN 200 AND 299 THEN
-        IF resp IS NOT NULL THEN
-            SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
-            resp := left(_elmo_scrub(resp, r), 2048);
-        END IF;
+    IF m.token_fingerprint IS DISTINCT FROM md5(_elmo_token_for(r, m.auth)) THEN
         UPDATE elmo_outbox o
-           SET state = 'delivered', last_status = st, last_error = NULL, response_body = resp,
-               timing = _elmo_record.timing, delivered_at = now(),
-               body = CASE WHEN o.message = 'register' OR o.message LIKE 'trigger-callback/%'
-                           THEN _elmo_scrub_body(o.message, o.body) ELSE o.body END
-         WHERE o.id = _elmo_record.id AND o.state = 'sending'
-        RETURNING o.* INTO m;
-        IF NOT FOUND THEN
-            RETURN;     -- purged, or recorded already (a recovery raced us)
-        END IF;
-        IF m.message = 'handshake_acknowledge' THEN
-            UPDATE elmo_registration g
-               SET connected = true, connected_at = now(), updated_at = now(),
-                   last_error = CASE WHEN g.state = 'locked_out' THEN g.last_error END
-             WHERE g.id = 1;
-            PERFORM _elmo_registration_changed();
-            PERFORM _elmo_notify_registration('connected');
-        ELSIF m.message = 'register' AND m.method = 'DELETE' THEN
-            UPDATE elmo_registration g
-               SET state = 'unregistered', connected = false, updated_at = now(), last_error = NULL
-             WHERE g.id = 1;
-            PERFORM _elmo_notify_registration('unregistered');
-        END IF;
-        RETURN;
-    END IF;
-
-    SELECT * INTO m FROM elmo_outbox o WHERE o.id = _elmo_record.id FOR UPDATE;
-    IF NOT FOUND OR m.state <> 'sending' THEN
-        RETURN;
-    END IF;
-    SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
-    IF resp IS NOT NULL THEN
-        resp := left(_elmo_scrub(resp, r), 2048);
-    END IF;
-
-    elmo_msg := _elmo_error_message(resp);
-    err := CASE WHEN st = 0 THEN coalesce(nullif(_elmo_record.error, ''), 'no answer')
-                ELSE 'HTTP ' || st || ': ' || coalesce(elmo_msg, nullif(left(resp, 200), ''),
-                                                         nullif(_elmo_record.error, ''), 'no body') END;
-
-    -- ---- 429, 5xx, no answer: retry with backoff, until the limits
-    IF st = 0 OR st = 429 OR st >= 500 THEN
-        IF m.attempts >= _elmo_conf('max_attempts', '50')::int
-           OR now() - m.created_at >= _elmo_conf('max_retry_age', '1d')::interval THEN
-            err := 'gave up after ' || m.attempts || ' attempts: ' || err;
-        ELSE
-            UPDATE elmo_outbox o
-               SET state = 'queued', next_attempt_at = now() + _elmo_backoff(m.attempts),
-                   last_status = nullif(st, 0), last_error = err, response_body = resp,
-                   timing = _elmo_record.timing
-             WHERE o.id = m.id;
-            RETURN;
-        END IF;
-
-    -- ---- 401, 403 bad token: locked out (unless the token changed meanwhile)
-    ELSIF st = 401 OR (st = 403 AND (elmo_msg ILIKE '%Invalid authorization token%'
-                                     OR elmo_msg ILIKE '%authorization token prefix%')) THEN
-        IF m.token_fingerprint IS DISTINCT FROM md5(_elmo_token_for(r, m.auth)) THEN
-            UPDATE elmo_outbox o
-               SET state = 'queued', next_attempt_at = now(), last_status = st,
-                   last_error = err || ' (the token changed since: retrying with the new one)',
-                   response_body = resp, timing = _elmo_record.timing
-             WHERE o.id = m.id;
-            RETURN;
-        END IF;
-        UPDATE elmo_outbox o
-           SET state = 'held', last_status = st, last_error = err, response_body = resp,
-               timing = _elmo_record.timing
+           SET state = 'queued', next_attempt_at = now(), last_status = $3,
+               last_error = $4 || ' (the token changed since: retrying with the new one)',
+               response_body = $5, timing = $6
          WHERE o.id = m.id;
-        UPDATE elmo_outbox o SET state = 'held'
-         WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
-        UPDATE elmo_registration g
-           SET state = 'locked_out', updated_at = now(),
-               last_error = 'ELMO refused our ' || m.message || ' (' || err || '). ELMO no longer accepts '
-                            || CASE m.auth WHEN 'initial' THEN 'the initial token' ELSE 'the token it gave us' END
-                            || '. Ask ELMO''s administrator for a new initial token, then run '
-                            || 'SELECT elmo_register(' || quote_literal(g.elmo_url) || ', ''<new initial token>'');'
-         WHERE g.id = 1;
-        PERFORM _elmo_notify_registration('locked_out');
-        RETURN;
-
-    -- ---- 403 not connected: wait for our handshake_acknowledge
-    ELSIF st = 403 AND elmo_msg ILIKE '%is not connected%' THEN
-        IF r.connected AND r.connected_at > m.sent_at THEN
-            -- our acknowledge was accepted while this one was on its way: go again
-            UPDATE elmo_outbox o
-               SET state = 'queued', next_attempt_at = now(), last_status = st, last_error = err,
-                   response_body = resp, timing = _elmo_record.timing
-             WHERE o.id = m.id;
-            RETURN;
-        END IF;
-        UPDATE elmo_outbox o
-           SET state = 'waiting_for_handshake', last_status = st, last_error = err,
-               response_body = resp, timing = _elmo_record.timing
-         WHERE o.id = m.id;
-        IF r.connected THEN
-            UPDATE elmo_registration g
-               SET connected = false, updated_at = now(),
-                   last_error = 'ELMO says this CSMS is not connected (' || err || ')'
-             WHERE g.id = 1;
-            PERFORM _elmo_notify_registration('not_connected');
-        END IF;
         RETURN;
     END IF;
-
-    -- ---- anything else (400, 404, …) or out of attempts: failed
     UPDATE elmo_outbox o
-       SET state = 'failed', last_status = nullif(st, 0), last_error = err, response_body = resp,
-           timing = _elmo_record.timing,
+       SET state = 'held', last_status = $3, last_error = $4, response_body = $5, timing = $6
+     WHERE o.id = m.id;
+    UPDATE elmo_outbox o SET state = 'held'
+     WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
+    UPDATE elmo_registration g
+       SET state = 'locked_out', updated_at = now(),
+           last_error = 'ELMO refused our ' || m.message || ' (' || $4 || '). ELMO no longer accepts '
+                        || CASE m.auth WHEN 'initial' THEN 'the initial token' ELSE 'the token it gave us' END
+                        || '. Ask ELMO''s administrator for a new initial token, then run '
+                        || 'SELECT elmo_register(' || quote_literal(g.elmo_url) || ', ''<new initial token>'');'
+     WHERE g.id = 1;
+    PERFORM _elmo_notify_registration('locked_out');
+END;
+$$;
+
+-- 403 not connected: the message waits for our handshake_acknowledge, unless
+-- that was accepted while this one was on its way (then it goes again).
+CREATE OR REPLACE FUNCTION _elmo_record_not_connected(m elmo_outbox, r elmo_registration, http_status int,
+                                                      error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF r.connected AND r.connected_at > m.sent_at THEN
+        UPDATE elmo_outbox o
+           SET state = 'queued', next_attempt_at = now(), last_status = $3, last_error = $4,
+               response_body = $5, timing = $6
+         WHERE o.id = m.id;
+        RETURN;
+    END IF;
+    UPDATE elmo_outbox o
+       SET state = 'waiting_for_handshake', last_status = $3, last_error = $4,
+           response_body = $5, timing = $6
+     WHERE o.id = m.id;
+    IF r.connected THEN
+        UPDATE elmo_registration g
+           SET connected = false, updated_at = now(),
+               last_error = 'ELMO says this CSMS is not connected (' || $4 || ')'
+         WHERE g.id = 1;
+        PERFORM _elmo_notify_registration('not_connected');
+    END IF;
+END;
+$$;
+
+-- Anything else (400, 404, …), or out of attempts: failed, ELMO's message
+-- kept.  A failed adjust request is no longer pending; a failed register is
+-- the registration's last error.
+CREATE OR REPLACE FUNCTION _elmo_record_failed(m elmo_outbox, r elmo_registration, http_status int,
+                                               error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE elmo_outbox o
+       SET state = 'failed', last_status = nullif($3, 0), last_error = $4, response_body = $5,
+           timing = $6,
            body = CASE WHEN m.message = 'register' OR m.message LIKE 'trigger-callback/%'
                        THEN _elmo_scrub_body(m.message, o.body) ELSE o.body END
      WHERE o.id = m.id;
@@ -446,10 +439,71 @@ BEGIN
          WHERE a.outbox_id = m.id AND a.state = 'pending';
     ELSIF m.message = 'register' AND m.id = r.register_outbox_id THEN
         UPDATE elmo_registration g
-           SET last_error = 'ELMO did not accept our register (' || err || ')', updated_at = now()
+           SET last_error = 'ELMO did not accept our register (' || $4 || ')', updated_at = now()
          WHERE g.id = 1;
         PERFORM _elmo_notify_registration('register_failed');
     END IF;
+END;
+$$;
+
+-- ---------------------------------------------------------------- outcomes
+
+-- One outcome (http_status 0: no HTTP answer; error: curl's message).  ELMO's
+-- answers are kept truncated, tokens scrubbed.
+CREATE OR REPLACE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    m elmo_outbox;
+    r elmo_registration;
+    st int := coalesce($2, 0);
+    resp text := nullif(left($4, 8192), '');
+    elmo_msg text;
+    err text;
+BEGIN
+    IF resp IS NOT NULL OR st NOT BETWEEN 200 AND 299 THEN
+        SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
+        resp := left(_elmo_scrub(resp, r), 2048);
+    END IF;
+    -- 2xx: delivered (the hot path: one statement); the tokens a register or
+    -- trigger-callback body carries are scrubbed
+    IF st BETWEEN 200 AND 299 THEN
+        UPDATE elmo_outbox o
+           SET state = 'delivered', last_status = st, last_error = NULL, response_body = resp,
+               timing = $5, delivered_at = now(),
+               body = CASE WHEN o.message = 'register' OR o.message LIKE 'trigger-callback/%'
+                           THEN _elmo_scrub_body(o.message, o.body) ELSE o.body END
+         WHERE o.id = $1 AND o.state = 'sending'
+        RETURNING o.message, o.method INTO m.message, m.method;
+        IF FOUND AND (m.message = 'handshake_acknowledge' OR m.message = 'register') THEN
+            PERFORM _elmo_record_accepted(m.message, m.method);
+        END IF;
+        RETURN;     -- not found: purged, or recorded already (a recovery raced us)
+    END IF;
+
+    SELECT * INTO m FROM elmo_outbox o WHERE o.id = $1 FOR UPDATE;
+    IF NOT FOUND OR m.state <> 'sending' THEN
+        RETURN;     -- purged, or recorded already (a recovery raced us)
+    END IF;
+    elmo_msg := _elmo_error_message(resp);
+    err := CASE WHEN st = 0 THEN coalesce(nullif($3, ''), 'no answer')
+                ELSE 'HTTP ' || st || ': ' || coalesce(elmo_msg, nullif(left(resp, 200), ''),
+                                                         nullif($3, ''), 'no body') END;
+    IF st = 0 OR st = 429 OR st >= 500 THEN
+        IF _elmo_record_retry(m, st, err, resp, $5) THEN
+            RETURN;
+        END IF;
+        err := 'gave up after ' || m.attempts || ' attempts: ' || err;
+    ELSIF st = 401 OR (st = 403 AND (elmo_msg ILIKE '%Invalid authorization token%'
+                                     OR elmo_msg ILIKE '%authorization token prefix%')) THEN
+        PERFORM _elmo_record_locked_out(m, r, st, err, resp, $5);
+        RETURN;
+    ELSIF st = 403 AND elmo_msg ILIKE '%is not connected%' THEN
+        PERFORM _elmo_record_not_connected(m, r, st, err, resp, $5);
+        RETURN;
+    END IF;
+    PERFORM _elmo_record_failed(m, r, st, err, resp, $5);
 END;
 $$;
 
