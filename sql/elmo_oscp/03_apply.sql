@@ -282,21 +282,18 @@ CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
                                          'oldest_unapplied_at', min(m.received_at))
                  FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')) $$;
 
--- Purges applied/discarded raw messages older than elmo_oscp.retention (0 or
--- less: keep them).  Forecasts are kept.
+-- Purges applied/discarded raw messages older than elmo_oscp.retention.
+-- Forecasts are kept.
 CREATE OR REPLACE FUNCTION _elmo_retention_inbound() RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-    v_keep interval := coalesce(nullif(current_setting('elmo_oscp.retention', true), ''), '7d')::interval;
-BEGIN
-    IF v_keep > interval '0' THEN
-        DELETE FROM elmo_received_message m
-         WHERE m.received_at < now() - v_keep AND m.state IN ('applied', 'discarded');
-    END IF;
-END
-$fn$;
+    LANGUAGE sql VOLATILE AS $$
+    DELETE FROM elmo_received_message m
+     WHERE m.received_at < now() - _elmo_setting('retention')::interval
+       AND m.state IN ('applied', 'discarded') $$;
 
--- ---------------------------------------------------------------- unapplied messages (issue 7)
+-- ---------------------------------------------------------------- unapplied messages
+
+-- A message whose application keeps failing (a CSMS trigger that raises) stays
+-- here until the DBA replays it after a fix, or discards it.
 
 CREATE OR REPLACE VIEW elmo_unapplied AS
     SELECT m.id, m.message, m.group_id, m.kind, m.state, m.apply_attempts, m.last_sqlstate,

@@ -24,11 +24,6 @@
 
 -- ---------------------------------------------------------------- helpers
 
--- A setting of ours, '' and unset read as the default.
-CREATE OR REPLACE FUNCTION _elmo_conf(name text, dflt text) RETURNS text
-    LANGUAGE sql STABLE
-    AS $$ SELECT coalesce(nullif(current_setting('elmo_oscp.' || name, true), ''), dflt) $$;
-
 -- 'abcd…wxyz': enough to tell tokens apart, never enough to use one.
 CREATE OR REPLACE FUNCTION _elmo_mask(token text) RETURNS text
     LANGUAGE sql IMMUTABLE

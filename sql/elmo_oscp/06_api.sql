@@ -18,7 +18,7 @@ DECLARE
     r elmo_registration;
     have_reg boolean;
     url text := rtrim(btrim(elmo_register.elmo_url), '/');
-    pub text := coalesce(nullif(btrim(elmo_register.public_url), ''), _elmo_conf('public_url', NULL));
+    pub text := coalesce(nullif(btrim(elmo_register.public_url), ''), _elmo_setting('public_url'));
     initial text := nullif(btrim(elmo_register.initial_token), '');
     auth text;
     tok text;
@@ -168,8 +168,8 @@ CREATE OR REPLACE FUNCTION _elmo_adjust_guard(group_id text, day date, at timest
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    enforce boolean := _elmo_conf('enforce_deadlines', 'on')::boolean;
-    deadline time := _elmo_conf('adjust_deadline', '14:00')::time;
+    enforce boolean := _elmo_setting('enforce_deadlines')::boolean;
+    deadline time := _elmo_setting('adjust_deadline')::time;
     today date := _elmo_local_day(at);
     local_time time := (at AT TIME ZONE _elmo_tz())::time;
 BEGIN
@@ -387,7 +387,7 @@ BEGIN
                   HINT = 'Pass a capacity in kW.';
     END IF;
     r := _elmo_registration();
-    base := coalesce(_elmo_conf('trigger_callback_url', NULL),
+    base := coalesce(_elmo_setting('trigger_callback_url'),
                      _elmo_url_origin(r.elmo_url) || '/trigger-callback/2.0');
     body := '{"callback_url":' || to_json(r.public_url || '/' || name)::text
             || ',"header":{"authorization":' || to_json('Token ' || r.our_token)::text || '}'

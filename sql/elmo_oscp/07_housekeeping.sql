@@ -95,7 +95,7 @@ CREATE OR REPLACE FUNCTION _elmo_retention_outbound() RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    horizon timestamptz := now() - _elmo_conf('retention', '7d')::interval;
+    horizon timestamptz := now() - _elmo_setting('retention')::interval;
     cut bigint;
 BEGIN
     SELECT o.id INTO cut FROM elmo_outbox o WHERE o.created_at >= horizon ORDER BY o.id LIMIT 1;
@@ -113,7 +113,7 @@ DECLARE
     r elmo_registration;
     open boolean;
     next_at timestamptz := _elmo_day_start(_elmo_local_day(now()) + 1);
-    source text := _elmo_conf('usage_source', NULL);
+    source text := _elmo_setting('usage_source');
     every interval;
     secs numeric;
     boundary timestamptz;
@@ -128,7 +128,7 @@ BEGIN
 
     -- automatic usage reports, aligned to report_interval
     IF source IS NOT NULL THEN
-        every := _elmo_conf('report_interval', '60s')::interval;
+        every := _elmo_setting('report_interval')::interval;
         secs := greatest(extract(epoch FROM every), 1);
         boundary := to_timestamp(floor(extract(epoch FROM now()) / secs) * secs);
         SELECT t.last_run_at INTO last_at FROM elmo_timer t WHERE t.name = 'usage_report';

@@ -5,4 +5,5 @@
 -- Tables, sequences, indexes: 0.1.0 and 0.2.0 have the same ones.
 
 -- Functions 0.2.0 no longer has.
+DROP FUNCTION IF EXISTS _elmo_conf(text, text);         -- settings: _elmo_setting(name)
 DROP FUNCTION IF EXISTS _elmo_blocks_error(jsonb);      -- now _elmo_blocks_problem(jsonb)
