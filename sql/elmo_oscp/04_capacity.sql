@@ -1,8 +1,11 @@
--- The capacity in force (decisions §5): resolved from the stored forecasts
--- each time it is read, so it is always ELMO's rule applied to everything
--- received so far.  It is what the CSMS reads: granted to PUBLIC.
+-- The capacity in force: resolved from the stored forecasts each time it is
+-- read, so it is always ELMO's rule applied to everything received so far.
+-- It is what the CSMS reads: granted to PUBLIC.  Every forecast answered 204
+-- counts from its start, applied or not: a CSMS trigger that fails delays its
+-- own reaction, never what ELMO assigned.  Plans are ordered by receipt, so a
+-- late application never changes which one is in force.
 
--- ---------------------------------------------------------------- capacity in force (decisions §5)
+-- ---------------------------------------------------------------- capacity in force
 
 -- What gives the capacity at an instant: the lowest of the plan (the covering
 -- block of the most recently received day_ahead/additional_reply among those

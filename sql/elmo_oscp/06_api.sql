@@ -6,10 +6,11 @@
 
 -- ---------------------------------------------------------------- registration
 
--- Register with ELMO (decisions §3).  With an initial token: a first
--- registration, or one after ELMO's administrator issued a new initial token.
--- Without: a re-registration authorized with ELMO's current token.  Either way
--- a new token of ours, which ELMO must present from its register callback on.
+-- Register with ELMO.  With an initial token: a first registration, or one
+-- after ELMO's administrator issued a new initial token.  Without: a
+-- re-registration authorized with ELMO's current token (ELMO refuses the
+-- initial token once it accepted a register).  Either way a new token of
+-- ours, which ELMO must present from its register callback on.
 CREATE OR REPLACE FUNCTION elmo_register(elmo_url text, initial_token text DEFAULT NULL, public_url text DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
@@ -162,8 +163,11 @@ BEGIN
     RETURN btrim(group_id);
 END $$;
 
--- ELMO's negotiation rules for an adjust request on day, asked at instant at
--- (decisions §7).  Raises, or warns; a separate function so tests need no clock.
+-- ELMO's negotiation rules for an adjust request on day, asked at instant at:
+-- only tomorrow, before elmo_oscp.adjust_deadline, once per group and day
+-- (ELMO answers 400 to a second one), unless elmo_oscp.enforce_deadlines is
+-- off; only a warning without ELMO's day-ahead for that day (ELMO answers
+-- 404, and the message fails).  A separate function so tests need no clock.
 CREATE OR REPLACE FUNCTION _elmo_adjust_guard(group_id text, day date, at timestamptz) RETURNS void
     LANGUAGE plpgsql
     AS $$
@@ -272,7 +276,8 @@ CREATE OR REPLACE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured
            || '","energy_type":"TOTAL"}]}'
     $$;
 
--- update_group_measurements: the station's lifetime cumulative kWh (decisions §8).
+-- update_group_measurements: the station's lifetime cumulative kWh, one
+-- message per call (one X-Request-ID each, never merged).
 CREATE OR REPLACE FUNCTION elmo_report_usage(group_id text, kwh numeric, measured_at timestamptz DEFAULT now(),
                                   allow_decrease boolean DEFAULT false)
     RETURNS bigint
