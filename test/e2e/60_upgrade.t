@@ -5,7 +5,7 @@
 # fresh install of the current version creates; then the worker serves again.
 # Its own cluster (elmo_oscp.database is the upgraded database) and simulator.
 . "$(dirname "$0")/tap.sh"
-plan 19
+plan 20
 W=$(mktemp -d /tmp/elmo_up.XXXXXX); chmod 755 "$W"; [ "$(id -u)" -eq 0 ] && chown postgres: "$W"
 OLD=0.1.0
 NEW=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$TOP/elmo_oscp.control")
@@ -13,17 +13,21 @@ STATION=B6734_AE0100_00848825118
 
 # The schema as pg_dump --binary-upgrade shows it (every extension member,
 # with its membership), without what differs between any two databases:
-# OIDs, relfrozenxid, pg_dump's per-run \restrict key, sequence positions
-# (state, compared below), and the stored "missing value" of a column added by
-# ALTER TABLE (it only serves rows older than the column, and 0.1.0 added
+# OIDs (the extension's configuration tables are compared by name below),
+# relfrozenxid, pg_dump's per-run \restrict key, sequence positions (state,
+# compared below), and the stored "missing value" of a column added by ALTER
+# TABLE (it only serves rows older than the column, and 0.1.0 added
 # used_current_token to an empty table).
 schema_dump() {
   "$PGBIN/pg_dump" --schema-only --binary-upgrade -d "$1" |
     grep -v -e '^\\restrict ' -e '^\\unrestrict ' -e 'binary_upgrade_set_next_' \
             -e '^SET relfrozenxid = ' -e "^WHERE oid = '[0-9]*';\$" \
             -e 'binary_upgrade_set_missing_value(' -e '^-- set missing value\.$' |
-    sed -E "s/^(SELECT pg_catalog\.setval\('[^']+', )[0-9]+, (true|false)\);\$/\1N);/" | cat -s
+    sed -E -e "s/^(SELECT pg_catalog\.setval\('[^']+', )[0-9]+, (true|false)\);\$/\1N);/" \
+           -e "/binary_upgrade_create_empty_extension\(/s/'\{[0-9,]+\}'/'{OIDS}'/" | cat -s
 }
+EXTCONFIG_SQL="SELECT coalesce(extconfig::regclass[]::text, '-') || ' ' || coalesce(extcondition::text, '-')
+                 FROM pg_extension WHERE extname = 'elmo_oscp'"
 # What the state is: rows of every table holding protocol or CSMS state, each
 # as JSON, minus what the worker may change meanwhile (delivery progress).
 STATE_SQL="
@@ -111,6 +115,8 @@ CSMS_SQL="
   d=$(diff -u "$W/fresh.sql" "$W/upgraded.sql"); r=$?
   ok $r "pg_dump --schema-only --binary-upgrade: the upgraded database and the fresh install are identical"
   [ $r -eq 0 ] || diag "$(head -n 60 <<<"$d")"
+  is "$(sql "$EXTCONFIG_SQL")" "$(PGDATABASE=elmo_fresh sql "$EXTCONFIG_SQL")" \
+     "the same tables are the extension's configuration (dumped with the data), with the same filters"
 
   # ---- the worker serves the upgraded database
   is "$(emergency 30)" 204 "after the update, ELMO's next emergency forecast is answered 204"
