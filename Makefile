@@ -26,9 +26,18 @@ OBJS = \
 	src/elmo_oscp.o
 
 # The install script is assembled from readable pieces, in file-name order.
+# Parts named *schema* (tables, indexes, roles) run once, at CREATE EXTENSION;
+# every other part is code (functions, views, privileges) that can run again.
+# An update script is generated from its hand-written migration,
+# sql/migrations/<from>--$(EXTVERSION).sql, followed by every code part
+# (sql/README.md).  Released scripts are committed and installed as they are.
 SQL_PARTS  = $(sort $(wildcard sql/elmo_oscp/*.sql))
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+SQL_SCHEMA = $(filter $(wildcard sql/elmo_oscp/*schema*.sql),$(SQL_PARTS))
+SQL_CODE   = $(filter-out $(SQL_SCHEMA),$(SQL_PARTS))
+MIGRATIONS = $(wildcard sql/migrations/*--$(EXTVERSION).sql)
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql \
+             $(patsubst sql/migrations/%,sql/$(EXTENSION)--%,$(MIGRATIONS))
+DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DELMO_OSCP_VERSION='"$(EXTVERSION)"'
@@ -46,6 +55,12 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
 	{ echo '-- elmo_oscp $(EXTVERSION): generated from sql/elmo_oscp/*.sql, do not edit'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION elmo_oscp" to load this file. \quit'; \
 	  for f in $(SQL_PARTS); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
+
+# An update script: its migration, then every code part.
+sql/$(EXTENSION)--%.sql: sql/migrations/%.sql $(SQL_CODE) $(EXTENSION).control
+	{ echo '-- elmo_oscp update $*: generated from sql/migrations/$*.sql and the code parts of sql/elmo_oscp/, do not edit'; \
+	  printf '%s\n' '\echo Use "ALTER EXTENSION elmo_oscp UPDATE" to load this file. \quit'; \
+	  for f in $< $(SQL_CODE); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
 $(OBJS): $(wildcard $(srcdir)/src/*.h) $(EXTENSION).control
 $(TRANSPORT_OBJS): override CPPFLAGS += -include $(srcdir)/src/no_postgres.h

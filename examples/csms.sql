@@ -63,7 +63,7 @@ CREATE INDEX ON csms.charger_limit (valid_to);
 -- ELMO's local time zone (the extension's setting elmo_oscp.timezone).
 CREATE FUNCTION csms.tz() RETURNS text
     LANGUAGE sql STABLE
-    AS $$ SELECT coalesce(nullif(current_setting('elmo_oscp.timezone', true), ''), 'Asia/Taipei') $$;
+    AS $$ SELECT current_setting('elmo_oscp.timezone') $$;
 
 -- Split a station's capacity across its enabled chargers, max-min fair
 -- ("water filling"): every charger gets an equal share, a charger whose max is

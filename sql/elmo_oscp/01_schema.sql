@@ -1,61 +1,13 @@
--- Tables shared by both directions, and the C helpers every other part uses.
--- Objects land in the extension's schema (public by default), so the names in
--- the README work unqualified.  Machinery tables are not readable by PUBLIC.
-
--- ---------------------------------------------------------------- C helpers
-
--- Raises unless this backend can queue messages the worker will deliver:
--- library preloaded, not a standby, the database the worker serves.
--- Registers a commit callback that wakes the worker when this transaction commits.
-CREATE FUNCTION _elmo_wake() RETURNS void
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_wake';
-
--- A fresh URL-safe token: 48 bytes of pg_strong_random, base64url (64 chars).
-CREATE FUNCTION _elmo_random_token() RETURNS text
-    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'elmo_random_token';
-
--- A fresh X-Request-ID: 32 characters of [0-9A-Z], the form ELMO itself uses.
-CREATE FUNCTION _elmo_request_id() RETURNS text
-    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'elmo_request_id';
-
--- The worker as shared memory sees it (elmo_status() adds table counts).
-CREATE FUNCTION _elmo_worker_info(
-    OUT worker_pid int, OUT worker_started_at timestamptz, OUT listening boolean,
-    OUT listen_address text, OUT listen_port int, OUT tls boolean,
-    OUT requests_1xx bigint, OUT requests_2xx bigint, OUT requests_3xx bigint,
-    OUT requests_4xx bigint, OUT requests_5xx bigint, OUT connections_dropped bigint,
-    OUT messages_received bigint, OUT messages_sent bigint, OUT send_failures bigint,
-    OUT apply_failures bigint, OUT last_error text, OUT last_error_at timestamptz)
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_worker_info';
-
--- ---------------------------------------------------------------- time
-
--- The local zone of every ELMO rule (elmo_oscp.timezone).
-CREATE FUNCTION _elmo_tz() RETURNS text
-    LANGUAGE sql STABLE
-    AS $$ SELECT coalesce(nullif(current_setting('elmo_oscp.timezone', true), ''), 'Asia/Taipei') $$;
-
--- The local calendar day of an instant.
-CREATE FUNCTION _elmo_local_day(ts timestamptz) RETURNS date
-    LANGUAGE sql STABLE STRICT
-    AS $$ SELECT (ts AT TIME ZONE _elmo_tz())::date $$;
-
--- The instant a local day begins (local midnight).
-CREATE FUNCTION _elmo_day_start(day date) RETURNS timestamptz
-    LANGUAGE sql STABLE STRICT
-    AS $$ SELECT (day::timestamp) AT TIME ZONE _elmo_tz() $$;
-
--- ELMO's timestamp form: YYYY-MM-DDTHH:MM:SS.mmm+08:00, in elmo_oscp.timezone.
-CREATE FUNCTION _elmo_ts(ts timestamptz) RETURNS text
-    LANGUAGE sql STABLE STRICT
-    AS $$
-    SELECT to_char(local, 'YYYY-MM-DD"T"HH24:MI:SS.MS')
-           || CASE WHEN off < interval '0' THEN '-' ELSE '+' END
-           || to_char(abs(extract(epoch FROM off))::int / 3600, 'FM00') || ':'
-           || to_char(abs(extract(epoch FROM off))::int % 3600 / 60, 'FM00')
-      FROM (SELECT ts AT TIME ZONE _elmo_tz() AS local,
-                   (ts AT TIME ZONE _elmo_tz()) - (ts AT TIME ZONE 'UTC') AS off) t
-    $$;
+-- Every table of the extension, each created once, here, with all its columns
+-- and indexes.  This part runs once, at CREATE EXTENSION: an update changes a
+-- table in its migration (sql/migrations/), and the CREATE here must describe
+-- the table that migration leaves, column for column in the same order
+-- (sql/README.md).
+--
+-- No CHECKs on received kinds and states, nor on capacity_forecast.kind and
+-- the blocks' times: only this extension's functions write those columns, with
+-- validated or literal values, and each CHECK cost ~2.5 µs per statement.
+-- Privileges are granted in 90_privileges.sql.
 
 -- ---------------------------------------------------------------- registration
 
@@ -85,7 +37,6 @@ CREATE TABLE elmo_registration (
     connected_at    timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-REVOKE ALL ON elmo_registration FROM PUBLIC;
 
 -- ---------------------------------------------------------------- inbound
 
@@ -99,7 +50,7 @@ CREATE TABLE elmo_received_message (
     raw_body        text NOT NULL,
     body            jsonb NOT NULL,
     received_at     timestamptz NOT NULL DEFAULT now(),
-    -- decided once, at receipt (decisions §4)
+    -- decided once, at receipt, so that applying again never re-classifies
     group_id        text,
     kind            text,                   -- day_ahead, additional_reply or emergency
     forecast_day    date,
@@ -110,14 +61,15 @@ CREATE TABLE elmo_received_message (
     last_error      text,
     next_apply_at   timestamptz,
     applied_at      timestamptz,
-    discarded_reason text
+    discarded_reason text,
+    -- the request authenticated with our current token, not the previous one:
+    -- applying it retires the previous token
+    used_current_token boolean NOT NULL DEFAULT false
 );
 CREATE INDEX elmo_received_message_unapplied
     ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed');
-REVOKE ALL ON elmo_received_message FROM PUBLIC;
--- No CHECKs on kind and state here, nor on capacity_forecast.kind and the
--- blocks' times below: only this extension's functions write these tables, with
--- validated or literal values, and each CHECK cost ~2.5 µs per statement.
+-- Retention finds old raw messages by receipt time; BRIN: next to nothing per insert.
+CREATE INDEX elmo_received_message_received_at ON elmo_received_message USING brin (received_at);
 
 -- One row per capacity forecast applied; its blocks are inserted first, so an
 -- AFTER INSERT trigger on this table sees them all.
@@ -127,13 +79,21 @@ CREATE TABLE capacity_forecast (
     forecast_type   text NOT NULL,          -- OSCP type: CONSUMPTION, ...
     kind            text NOT NULL,          -- day_ahead, additional_reply or emergency
     forecast_day    date NOT NULL,          -- local day of the first block's start
-    received_at     timestamptz NOT NULL,   -- receipt time: orders plans (decisions §5)
+    received_at     timestamptz NOT NULL,   -- receipt time: the latest plan received wins
     request_id      text NOT NULL UNIQUE,   -- ELMO's X-Request-ID
     message_id      bigint,                 -- elmo_received_message.id (may be purged)
     payload         jsonb NOT NULL,
-    applied_at      timestamptz NOT NULL DEFAULT now()
+    applied_at      timestamptz NOT NULL DEFAULT now(),
+    -- The span of the blocks (earliest start, latest end), so the capacity
+    -- rules only look at forecasts that can cover an instant.  Filled by
+    -- _elmo_apply; a row inserted by other means may leave them NULL (= unknown
+    -- span, always looked at).
+    starts_at       timestamptz,
+    ends_at         timestamptz
 );
 CREATE INDEX capacity_forecast_group ON capacity_forecast (group_id, forecast_day);
+CREATE INDEX capacity_forecast_group_span
+    ON capacity_forecast (group_id, (coalesce(ends_at, 'infinity'::timestamptz)));
 
 -- Blocks are found through their forecast (forecast_id), never by time alone.
 CREATE TABLE capacity_forecast_block (
@@ -146,21 +106,7 @@ CREATE TABLE capacity_forecast_block (
     phase           text NOT NULL,
     PRIMARY KEY (forecast_id, block_no)
 );
-
--- Blocks go with their forecast, as ON DELETE CASCADE did.  No foreign key:
--- its check cost ~5 µs per block inserted, and only _elmo_apply inserts
--- blocks, in the statement that inserts their forecast.  DELETE, not TRUNCATE:
--- the blocks may be in the same TRUNCATE, still open.
-CREATE FUNCTION _elmo_forecast_deleted() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
-BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        DELETE FROM capacity_forecast_block;
-    ELSE
-        DELETE FROM capacity_forecast_block b USING gone g WHERE b.forecast_id = g.id;
-    END IF;
-    RETURN NULL;
-END $$;
+-- Blocks are deleted with their forecast (_elmo_forecast_deleted, 00_helpers.sql).
 CREATE TRIGGER capacity_forecast_delete_blocks AFTER DELETE ON capacity_forecast
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION _elmo_forecast_deleted();
 CREATE TRIGGER capacity_forecast_truncate_blocks AFTER TRUNCATE ON capacity_forecast
@@ -208,13 +154,18 @@ CREATE TABLE elmo_outbox (
     timing          jsonb,                  -- curl's dns/connect/tls/transfer breakdown
     created_at      timestamptz NOT NULL DEFAULT now(),
     sent_at         timestamptz,
-    delivered_at    timestamptz
+    delivered_at    timestamptz,
+    -- md5 of the token the last attempt was authorized with: a 401/403 answer
+    -- to a token that has been rotated since the request left is a retry, not
+    -- a lock-out
+    token_fingerprint text
 );
 CREATE INDEX elmo_outbox_due ON elmo_outbox (next_attempt_at, id)
     WHERE state IN ('queued', 'sending');
 CREATE INDEX elmo_outbox_group ON elmo_outbox (group_id, id)
     WHERE state NOT IN ('delivered', 'failed');
-REVOKE ALL ON elmo_outbox FROM PUBLIC;
+-- elmo_status() counts failed messages without scanning delivered history.
+CREATE INDEX elmo_outbox_failed ON elmo_outbox (id) WHERE state = 'failed';
 
 -- Our adjust_group_capacity_forecast requests: a pending one makes ELMO's next
 -- forecast for that group and day an additional_reply.
@@ -241,11 +192,19 @@ CREATE TABLE elmo_usage_last (
     outbox_id       bigint
 );
 
--- The CSMS's own machinery may read the tables it works with.
-GRANT SELECT ON capacity_forecast, capacity_forecast_block TO PUBLIC;
-GRANT SELECT ON elmo_group_settings TO PUBLIC;
+-- ---------------------------------------------------------------- the worker's own
 
--- Wakes the worker when the transaction that created the extension commits,
--- so it starts serving at once instead of at its next poll.
-CREATE FUNCTION _elmo_kick() RETURNS void
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_kick';
+-- When the worker last ran its periodic jobs (usage_report, heartbeat, retention).
+CREATE TABLE elmo_timer (
+    name            text PRIMARY KEY,
+    last_run_at     timestamptz NOT NULL
+);
+
+-- Groups the last automatic usage report left out, and why (view elmo_usage_skipped).
+CREATE TABLE _elmo_usage_skip (
+    group_id        text PRIMARY KEY,
+    kwh             numeric,
+    last_kwh        numeric,
+    reason          text NOT NULL,
+    skipped_at      timestamptz NOT NULL
+);

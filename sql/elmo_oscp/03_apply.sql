@@ -9,7 +9,7 @@
 
 -- ELMO's base_url resolved against the ELMO URL given to elmo_register
 -- (RFC 3986 reference resolution, no dot segments); no trailing '/'.
-CREATE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
     SELECT rtrim(CASE
         WHEN ref ~ '^[A-Za-z][A-Za-z0-9+.-]*:' THEN ref
@@ -20,30 +20,156 @@ CREATE FUNCTION _elmo_resolve_url(base text, ref text) RETURNS text
         ELSE regexp_replace(substring(base FROM '^[^?#]*'), '[^/]*$', '') || ref
     END, '/') $$;
 
+-- ELMO was heard from: last_heard_at, and the previous token retired when ELMO
+-- used the current one.  Never waits for a session that holds the registration
+-- row (SKIP LOCKED): a later message does it then.  (PL/pgSQL: it keeps its
+-- plan; a SQL function would be planned at every call.)
+CREATE OR REPLACE FUNCTION _elmo_heard(received_at timestamptz, used_current_token boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    UPDATE elmo_registration g
+       SET last_heard_at = greatest(g.last_heard_at, $1),
+           previous_token = CASE WHEN $2 THEN NULL ELSE g.previous_token END
+     WHERE g.id = (SELECT g2.id FROM elmo_registration g2 WHERE g2.id = 1 FOR UPDATE SKIP LOCKED);
+END
+$fn$;
+
+-- ELMO's heartbeat: when it goes offline.
+CREATE OR REPLACE FUNCTION _elmo_apply_heartbeat(body jsonb, received_at timestamptz,
+                                                 used_current_token boolean)
+    RETURNS void
+    LANGUAGE sql VOLATILE AS $$
+    UPDATE elmo_registration g
+       SET elmo_offline_mode_at = ($1->>'offline_mode_at')::timestamptz,
+           last_heard_at = greatest(g.last_heard_at, $2),
+           previous_token = CASE WHEN $3 THEN NULL ELSE g.previous_token END
+     WHERE g.id = 1 $$;
+
+-- ELMO's register: its token and base URL (the 2.0 entry when offered, else
+-- the first), resolved against the URL given to elmo_register.
+CREATE OR REPLACE FUNCTION _elmo_apply_register(body jsonb, received_at timestamptz,
+                                                used_current_token boolean, elmo_url text)
+    RETURNS text
+    LANGUAGE sql VOLATILE AS $$
+    UPDATE elmo_registration g
+       SET elmo_token = $1->>'token',
+           elmo_version = vu.v->>'version',
+           elmo_base_url = _elmo_resolve_url($4, vu.v->>'base_url'),
+           state = 'registered', registered_at = $2,
+           initial_token = NULL, last_error = NULL,
+           last_heard_at = greatest(g.last_heard_at, $2),
+           previous_token = CASE WHEN $3 THEN NULL ELSE g.previous_token END,
+           updated_at = now()
+      FROM (SELECT t.v FROM jsonb_array_elements($1->'version_url') WITH ORDINALITY AS t(v, o)
+             ORDER BY t.v->>'version' = '2.0' DESC, t.o LIMIT 1) vu
+     WHERE g.id = 1
+    RETURNING g.state $$;
+
+-- ELMO's DELETE register: it no longer talks to us.
+CREATE OR REPLACE FUNCTION _elmo_apply_unregister(received_at timestamptz, used_current_token boolean)
+    RETURNS text
+    LANGUAGE sql VOLATILE AS $$
+    UPDATE elmo_registration g
+       SET state = 'unregistered', connected = false,
+           last_heard_at = greatest(g.last_heard_at, $1),
+           previous_token = CASE WHEN $2 THEN NULL ELSE g.previous_token END,
+           updated_at = now()
+     WHERE g.id = 1
+    RETURNING g.state $$;
+
+-- ELMO's handshake: what it requires of us (OSCP's required_behaviour, or the
+-- testbed's flat form), acknowledged by a handshake_acknowledge; until ELMO
+-- accepts that, we are not connected.
+CREATE OR REPLACE FUNCTION _elmo_apply_handshake(request_id text, body jsonb, received_at timestamptz,
+                                                 used_current_token boolean)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    rb      jsonb;
+    v_state text;
+BEGIN
+    rb := CASE WHEN jsonb_typeof($2->'required_behaviour') = 'object' THEN $2->'required_behaviour'
+               ELSE jsonb_strip_nulls(jsonb_build_object(
+                        'heartbeat_interval', $2->'heartbeat_interval',
+                        'measurement_configuration', $2->'measurement_configuration')) END;
+    UPDATE elmo_registration g
+       SET required_behaviour = rb,
+           heartbeat_interval = round((rb->>'heartbeat_interval')::numeric)::int,
+           handshake_request_id = $1,
+           connected = false,
+           last_heard_at = greatest(g.last_heard_at, $3),
+           previous_token = CASE WHEN $4 THEN NULL ELSE g.previous_token END,
+           updated_at = now()
+     WHERE g.id = 1
+    RETURNING g.state INTO v_state;
+    PERFORM _elmo_enqueue('handshake_acknowledge', '{}', NULL, $1);
+    RETURN v_state;
+END
+$fn$;
+
+-- ELMO's register, DELETE register or handshake: the registration row must
+-- exist.  Releases what the new state allows; NOTIFY elmo_registration.
+CREATE OR REPLACE FUNCTION _elmo_apply_registration(message_id bigint, message text, method text,
+        request_id text, body jsonb, received_at timestamptz, used_current_token boolean)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_url   text;
+    v_state text;
+BEGIN
+    SELECT g.elmo_url INTO v_url FROM elmo_registration g WHERE g.id = 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'elmo_oscp: ELMO sent % but there is no registration', $2
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Received message %s (X-Request-ID %s).', $1, $4),
+                  HINT = 'Call elmo_register(elmo_url, initial_token) first; then elmo_replay this message.';
+    END IF;
+    IF $2 = 'register' AND $3 = 'DELETE' THEN
+        v_state := _elmo_apply_unregister($6, $7);
+    ELSIF $2 = 'register' THEN
+        v_state := _elmo_apply_register($5, $6, $7, v_url);
+    ELSIF $2 = 'handshake' THEN
+        v_state := _elmo_apply_handshake($4, $5, $6, $7);
+    ELSE
+        RAISE EXCEPTION 'elmo_oscp: cannot apply message "%"', $2
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM _elmo_registration_changed();
+    PERFORM pg_notify('elmo_registration', json_build_object(
+        'state', v_state,
+        'event', CASE WHEN $2 = 'handshake' THEN 'handshake'
+                      WHEN $3 = 'DELETE' THEN 'unregister'
+                      WHEN $3 = 'PUT' THEN 'register_update'
+                      ELSE 'register' END)::text);
+END
+$fn$;
+
 -- Applies one stored message.  src/inbound.c runs it in a subtransaction; it
 -- raises on failure (nothing of it is kept then).
-CREATE FUNCTION _elmo_apply(message_id bigint) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_apply(message_id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     m       record;
-    v_state text;
-    v_event text;
     v_fid   bigint;
-    v_url   text;
-    v_heard text;
-    vu      jsonb;
-    rb      jsonb;
+    v_state text;
 BEGIN
     -- a CSMS's deferred constraint triggers fire inside this subtransaction
     SET CONSTRAINTS ALL IMMEDIATE;
 
-    -- claim it first: a concurrent elmo_replay waits here, then finds it applied
+    -- Claim it first: a concurrent elmo_replay waits here, then finds it
+    -- applied.  And see whether the registration has heard of it yet: the
+    -- messages of a batch share received_at, so a forecast updates the
+    -- registration row once per batch, not once per message.
     UPDATE elmo_received_message r
        SET state = 'applied', applied_at = now(), apply_attempts = r.apply_attempts + 1,
            next_apply_at = NULL
      WHERE r.id = $1 AND r.state IN ('received', 'apply_failed')
     RETURNING r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
-              r.forecast_day, r.adjust_request_id, r.used_current_token
+              r.forecast_day, r.adjust_request_id, r.used_current_token,
+              EXISTS (SELECT FROM elmo_registration g
+                       WHERE g.id = 1 AND (g.last_heard_at IS NULL OR g.last_heard_at < r.received_at
+                                           OR r.used_current_token AND g.previous_token IS NOT NULL))
+                  AS unheard
          INTO m;
     IF NOT FOUND THEN
         SELECT r.state INTO v_state FROM elmo_received_message r WHERE r.id = $1;
@@ -58,10 +184,12 @@ BEGIN
     END IF;
 
     IF m.message = 'update_group_capacity_forecast' THEN
-        -- Blocks and forecast in one statement: the aggregate over the blocks'
-        -- RETURNING makes every block row exist before the forecast row, and all
-        -- AFTER ROW triggers (the CSMS's, on either table) fire at the end of
-        -- the statement, seeing both.
+        -- Every forecast comes this way, so its step is here rather than in
+        -- a function of its own (a call costs a few µs).  Blocks and forecast
+        -- in one statement: the aggregate over the blocks' RETURNING makes
+        -- every block row exist before the forecast row, and all AFTER ROW
+        -- triggers (the CSMS's, on either table) fire at the end of the
+        -- statement, seeing both.
         v_fid := nextval('capacity_forecast_id_seq');
         WITH blk AS (
             INSERT INTO capacity_forecast_block
@@ -79,8 +207,7 @@ BEGIN
         SELECT v_fid, m.group_id, m.body->>'type', m.kind, m.forecast_day, m.received_at, m.request_id,
                $1, m.body, min(blk.s), max(blk.e)
           FROM blk;
-
-        IF m.adjust_request_id IS NOT NULL THEN
+        IF m.adjust_request_id IS NOT NULL THEN         -- the reply to our adjust request
             UPDATE elmo_adjust_request a
                SET state = 'answered', reply_forecast_id = v_fid, closed_at = now()
              WHERE a.id = m.adjust_request_id AND a.state IN ('pending', 'expired');
@@ -88,107 +215,23 @@ BEGIN
         PERFORM pg_notify('elmo_capacity_forecast',
                           json_build_object('id', v_fid, 'group_id', m.group_id, 'kind', m.kind,
                                             'forecast_day', m.forecast_day)::text);
-
-        -- Last heard (and the previous token retired): never waiting for a
-        -- session that holds the registration row, and once per batch (its
-        -- messages share received_at).  A transaction-local setting remembers
-        -- what was done: '<received_at>' = last heard, '<received_at>+' = and
-        -- the previous token retired (undone with a failed subtransaction).
-        v_state := current_setting('elmo_oscp_inbound.heard', true);
-        v_heard := m.received_at::text;         -- once: timestamptz output is not free
-        IF v_state IS DISTINCT FROM v_heard || '+'
-           AND (v_state IS DISTINCT FROM v_heard OR m.used_current_token) THEN
-            UPDATE elmo_registration g
-               SET last_heard_at = m.received_at,
-                   previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
-             WHERE g.id = (SELECT g2.id FROM elmo_registration g2
-                            WHERE g2.id = 1
-                              AND (g2.last_heard_at IS NULL OR g2.last_heard_at < m.received_at
-                                   OR m.used_current_token AND g2.previous_token IS NOT NULL)
-                              FOR UPDATE SKIP LOCKED);
-            PERFORM set_config('elmo_oscp_inbound.heard',
-                               v_heard || CASE WHEN m.used_current_token THEN '+' ELSE '' END, true);
+        IF m.unheard THEN
+            PERFORM _elmo_heard(m.received_at, m.used_current_token);
         END IF;
         RETURN;
     END IF;
-
     IF m.message = 'heartbeat' THEN
-        UPDATE elmo_registration g
-           SET elmo_offline_mode_at = (m.body->>'offline_mode_at')::timestamptz,
-               last_heard_at = greatest(g.last_heard_at, m.received_at),
-               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END
-         WHERE g.id = 1;
-        RETURN;
-    END IF;
-
-    -- register / handshake: the registration row must exist
-    SELECT g.elmo_url INTO v_url FROM elmo_registration g WHERE g.id = 1 FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'elmo_oscp: ELMO sent % but there is no registration', m.message
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Received message %s (X-Request-ID %s).', $1, m.request_id),
-                  HINT = 'Call elmo_register(elmo_url, initial_token) first; then elmo_replay this message.';
-    END IF;
-
-    IF m.message = 'register' AND m.method = 'DELETE' THEN
-        UPDATE elmo_registration g
-           SET state = 'unregistered', connected = false,
-               last_heard_at = greatest(g.last_heard_at, m.received_at),
-               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END,
-               updated_at = now()
-         WHERE g.id = 1
-        RETURNING g.state INTO v_state;
-        v_event := 'unregister';
-
-    ELSIF m.message = 'register' THEN
-        -- the 2.0 entry when offered, else the first
-        SELECT t.v INTO vu
-          FROM jsonb_array_elements(m.body->'version_url') WITH ORDINALITY AS t(v, o)
-         ORDER BY t.v->>'version' = '2.0' DESC, t.o LIMIT 1;
-        UPDATE elmo_registration g
-           SET elmo_token = m.body->>'token',
-               elmo_version = vu->>'version',
-               elmo_base_url = _elmo_resolve_url(v_url, vu->>'base_url'),
-               state = 'registered', registered_at = m.received_at,
-               initial_token = NULL, last_error = NULL,
-               last_heard_at = greatest(g.last_heard_at, m.received_at),
-               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END,
-               updated_at = now()
-         WHERE g.id = 1
-        RETURNING g.state INTO v_state;
-        v_event := CASE m.method WHEN 'PUT' THEN 'register_update' ELSE 'register' END;
-
-    ELSIF m.message = 'handshake' THEN
-        rb := CASE WHEN jsonb_typeof(m.body->'required_behaviour') = 'object' THEN m.body->'required_behaviour'
-                   ELSE jsonb_strip_nulls(jsonb_build_object(
-                            'heartbeat_interval', m.body->'heartbeat_interval',
-                            'measurement_configuration', m.body->'measurement_configuration')) END;
-        UPDATE elmo_registration g
-           SET required_behaviour = rb,
-               heartbeat_interval = round((rb->>'heartbeat_interval')::numeric)::int,
-               handshake_request_id = m.request_id,
-               connected = false,
-               last_heard_at = greatest(g.last_heard_at, m.received_at),
-               previous_token = CASE WHEN m.used_current_token THEN NULL ELSE g.previous_token END,
-               updated_at = now()
-         WHERE g.id = 1
-        RETURNING g.state INTO v_state;
-        PERFORM _elmo_enqueue('handshake_acknowledge', '{}', NULL, m.request_id);
-        v_event := 'handshake';
-
+        PERFORM _elmo_apply_heartbeat(m.body, m.received_at, m.used_current_token);
     ELSE
-        RAISE EXCEPTION 'elmo_oscp: cannot apply message "%"', m.message
-            USING ERRCODE = 'invalid_parameter_value';
+        PERFORM _elmo_apply_registration($1, m.message, m.method, m.request_id, m.body, m.received_at,
+                                         m.used_current_token);
     END IF;
-
-    PERFORM _elmo_registration_changed();
-    PERFORM pg_notify('elmo_registration', json_build_object('state', v_state, 'event', v_event)::text);
 END
 $fn$;
 
 -- Records a failed apply (its subtransaction was rolled back): backoff 2, 4, 8,
 -- ... seconds, never more than a minute; NOTIFY elmo_apply_failed.
-CREATE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r record;
@@ -209,7 +252,7 @@ END
 $fn$;
 
 -- Unapplied messages due now, in receipt order.
-CREATE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
+CREATE OR REPLACE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
     LANGUAGE sql VOLATILE AS $$
     SELECT m.id FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed')
@@ -219,13 +262,13 @@ CREATE FUNCTION _elmo_applies_due(lim int) RETURNS SETOF bigint
 
 -- When the earliest unapplied message is due (in the past when one is due now);
 -- NULL when there is none.
-CREATE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
     SELECT min(coalesce(m.next_apply_at, m.received_at)) FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed') $$;
 
 -- For GET /health: registration state and inbound backlog; no token, no URL.
-CREATE FUNCTION _elmo_health() RETURNS jsonb
+CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
     LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT jsonb_build_object(
                         'state', g.state, 'connected', g.connected, 'registered_at', g.registered_at,
@@ -239,23 +282,20 @@ CREATE FUNCTION _elmo_health() RETURNS jsonb
                                          'oldest_unapplied_at', min(m.received_at))
                  FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')) $$;
 
--- Purges applied/discarded raw messages older than elmo_oscp.retention (0 or
--- less: keep them).  Forecasts are kept.
-CREATE FUNCTION _elmo_retention_inbound() RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-    v_keep interval := coalesce(nullif(current_setting('elmo_oscp.retention', true), ''), '7d')::interval;
-BEGIN
-    IF v_keep > interval '0' THEN
-        DELETE FROM elmo_received_message m
-         WHERE m.received_at < now() - v_keep AND m.state IN ('applied', 'discarded');
-    END IF;
-END
-$fn$;
+-- Purges applied/discarded raw messages older than elmo_oscp.retention.
+-- Forecasts are kept.
+CREATE OR REPLACE FUNCTION _elmo_retention_inbound() RETURNS void
+    LANGUAGE sql VOLATILE AS $$
+    DELETE FROM elmo_received_message m
+     WHERE m.received_at < now() - _elmo_setting('retention')::interval
+       AND m.state IN ('applied', 'discarded') $$;
 
--- ---------------------------------------------------------------- unapplied messages (issue 7)
+-- ---------------------------------------------------------------- unapplied messages
 
-CREATE VIEW elmo_unapplied AS
+-- A message whose application keeps failing (a CSMS trigger that raises) stays
+-- here until the DBA replays it after a fix, or discards it.
+
+CREATE OR REPLACE VIEW elmo_unapplied AS
     SELECT m.id, m.message, m.group_id, m.kind, m.state, m.apply_attempts, m.last_sqlstate,
            m.last_error, m.received_at, now() - m.received_at AS age, m.next_apply_at
       FROM elmo_received_message m
@@ -265,7 +305,7 @@ CREATE VIEW elmo_unapplied AS
 -- Applies an unapplied message now, in the caller's transaction (its errors
 -- propagate; the caller's transaction then rolls back and the message stays
 -- as it was).  Returns the new state.
-CREATE FUNCTION elmo_replay(message_id bigint) RETURNS text
+CREATE OR REPLACE FUNCTION elmo_replay(message_id bigint) RETURNS text
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_state text;
@@ -288,7 +328,7 @@ END
 $fn$;
 
 -- Gives up on an unapplied message, recording why.
-CREATE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
+CREATE OR REPLACE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_state text;
@@ -309,11 +349,3 @@ BEGIN
     END IF;
 END
 $fn$;
-
--- ---------------------------------------------------------------- privileges
-
-REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, text),
-                       _elmo_applies_due(int), _elmo_next_apply_at(), _elmo_health(),
-                       _elmo_retention_inbound(),
-                       elmo_replay(bigint), elmo_discard(bigint, text)
-    FROM PUBLIC;

@@ -1,15 +1,18 @@
--- The capacity in force (decisions §5): resolved from the stored forecasts
--- each time it is read, so it is always ELMO's rule applied to everything
--- received so far.  It is what the CSMS reads: granted to PUBLIC.
+-- The capacity in force: resolved from the stored forecasts each time it is
+-- read, so it is always ELMO's rule applied to everything received so far.
+-- It is what the CSMS reads: granted to PUBLIC.  Every forecast answered 204
+-- counts from its start, applied or not: a CSMS trigger that fails delays its
+-- own reaction, never what ELMO assigned.  Plans are ordered by receipt, so a
+-- late application never changes which one is in force.
 
--- ---------------------------------------------------------------- capacity in force (decisions §5)
+-- ---------------------------------------------------------------- capacity in force
 
 -- What gives the capacity at an instant: the lowest of the plan (the covering
 -- block of the most recently received day_ahead/additional_reply among those
 -- covering it), every covering emergency block, the contract capacity.  Ties:
 -- emergency, then plan, then contract.  All NULL when nothing is known.
 -- Capacities are compared as sent (ELMO always sends KW).
-CREATE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
+CREATE OR REPLACE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
         OUT capacity numeric, OUT unit text, OUT kind text, OUT forecast_id bigint)
     LANGUAGE plpgsql STABLE
     SET plan_cache_mode = force_generic_plan    -- planning would cost 5x the lookup
@@ -42,12 +45,12 @@ END
 $fn$;
 
 -- The capacity in force for a group at an instant (NULL: nothing known).
-CREATE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
+CREATE OR REPLACE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
     LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
 
 -- The resolved schedule of a local day: contiguous, non-overlapping segments,
 -- equal neighbours merged, unknown stretches left out.
-CREATE FUNCTION elmo_capacity_schedule(group_id text, day date)
+CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date)
     RETURNS TABLE(start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
                   kind text, forecast_id bigint)
     LANGUAGE sql STABLE AS $$
@@ -87,7 +90,7 @@ CREATE FUNCTION elmo_capacity_schedule(group_id text, day date)
 
 -- The next instant after `at` at which the capacity, kind or forecast in force
 -- changes, as far as is known (NULL: no change known).
-CREATE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
+CREATE OR REPLACE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
                                      capacity numeric, kind text, forecast_id bigint)
     RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
@@ -104,7 +107,7 @@ CREATE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
      LIMIT 1 $$;
 
 -- The capacity in force now for every group with forecasts or settings.
-CREATE VIEW elmo_capacity_now AS
+CREATE OR REPLACE VIEW elmo_capacity_now AS
     WITH RECURSIVE fg(group_id) AS (      -- distinct groups, by skipping through the index
         (SELECT f.group_id FROM capacity_forecast f ORDER BY f.group_id LIMIT 1)
         UNION ALL
@@ -119,9 +122,3 @@ CREATE VIEW elmo_capacity_now AS
     SELECT g.group_id, r.capacity, r.kind, r.forecast_id,
            _elmo_capacity_until(g.group_id, now(), r.capacity, r.kind, r.forecast_id) AS until
       FROM g LEFT JOIN LATERAL _elmo_capacity_resolve(g.group_id, now()) r ON true;
-
--- ---------------------------------------------------------------- privileges
-
-GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date)
-    TO PUBLIC;
-GRANT SELECT ON elmo_capacity_now TO PUBLIC;

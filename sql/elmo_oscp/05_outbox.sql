@@ -22,41 +22,10 @@
 -- This file is the outbox itself; the public functions that queue messages are
 -- 06_api.sql, the worker's periodic jobs 07_housekeeping.sql.
 
--- ---------------------------------------------------------------- schema additions
-
--- md5 of the token the last attempt was authorized with: a 401/403 answer to a
--- token that has been rotated since the request left is a retry, not a lock-out.
-ALTER TABLE elmo_outbox ADD COLUMN token_fingerprint text;
-
--- elmo_status() counts failed messages without scanning delivered history.
-CREATE INDEX elmo_outbox_failed ON elmo_outbox (id) WHERE state = 'failed';
-
--- When the worker last ran its periodic jobs (usage_report, heartbeat, retention).
-CREATE TABLE elmo_timer (
-    name            text PRIMARY KEY,
-    last_run_at     timestamptz NOT NULL
-);
-REVOKE ALL ON elmo_timer FROM PUBLIC;
-
--- Groups the last automatic usage report left out, and why (view elmo_usage_skipped).
-CREATE TABLE _elmo_usage_skip (
-    group_id        text PRIMARY KEY,
-    kwh             numeric,
-    last_kwh        numeric,
-    reason          text NOT NULL,
-    skipped_at      timestamptz NOT NULL
-);
-REVOKE ALL ON _elmo_usage_skip FROM PUBLIC;
-
 -- ---------------------------------------------------------------- helpers
 
--- A setting of ours, '' and unset read as the default.
-CREATE FUNCTION _elmo_conf(name text, dflt text) RETURNS text
-    LANGUAGE sql STABLE
-    AS $$ SELECT coalesce(nullif(current_setting('elmo_oscp.' || name, true), ''), dflt) $$;
-
 -- 'abcd…wxyz': enough to tell tokens apart, never enough to use one.
-CREATE FUNCTION _elmo_mask(token text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_mask(token text) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT CASE WHEN token IS NULL THEN NULL
@@ -65,14 +34,14 @@ CREATE FUNCTION _elmo_mask(token text) RETURNS text
     $$;
 
 -- ELMO refuses these before our handshake_acknowledge was accepted (spec, capture 05a).
-CREATE FUNCTION _elmo_is_business(message text) RETURNS boolean
+CREATE OR REPLACE FUNCTION _elmo_is_business(message text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT message NOT IN ('register', 'handshake_acknowledge')
                  AND message NOT LIKE 'trigger-callback/%' $$;
 
 -- The token an outbox row is authorized with (capture 54a/54b: before ELMO's
 -- register arrives, the initial token still works).
-CREATE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
     LANGUAGE sql STABLE
     AS $$
     SELECT CASE auth
@@ -83,7 +52,7 @@ CREATE FUNCTION _elmo_token_for(r elmo_registration, auth text) RETURNS text
     $$;
 
 -- ELMO's error text from its answer {"message": "..." | ["...", ...], "error", "statusCode"}.
-CREATE FUNCTION _elmo_error_message(body text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_error_message(body text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $$
 DECLARE
@@ -105,7 +74,7 @@ END;
 $$;
 
 -- Replace every token this registration knows of by ***.
-CREATE FUNCTION _elmo_scrub(s text, r elmo_registration) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_scrub(s text, r elmo_registration) RETURNS text
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
@@ -124,7 +93,7 @@ END;
 $$;
 
 -- The token a register or trigger-callback body carries, replaced by ***.
-CREATE FUNCTION _elmo_scrub_body(message text, body text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_scrub_body(message text, body text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $$
 DECLARE
@@ -150,12 +119,12 @@ END;
 $$;
 
 -- scheme://host[:port] of a URL.
-CREATE FUNCTION _elmo_url_origin(url text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_url_origin(url text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*') $$;
 
 -- The register body, keys in ELMO's order (capture 02).
-CREATE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT '{"token":' || to_json(token)::text
@@ -163,7 +132,7 @@ CREATE FUNCTION _elmo_register_body(token text, public_url text) RETURNS text
     $$;
 
 -- Warn when ELMO's base_url rule would refuse our URL (captures 01a–01d).
-CREATE FUNCTION _elmo_check_public_url(public_url text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_check_public_url(public_url text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -177,7 +146,7 @@ $$;
 
 -- The registration row (locked when for_update); raises when there is none.
 -- Business messages do not lock it: the worker updates it.
-CREATE FUNCTION _elmo_registration(for_update boolean DEFAULT false) RETURNS elmo_registration
+CREATE OR REPLACE FUNCTION _elmo_registration(for_update boolean DEFAULT false) RETURNS elmo_registration
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -199,7 +168,7 @@ END;
 $$;
 
 -- NOTIFY elmo_registration, as the inbound side does: {"state", "event", "connected", "error"}.
-CREATE FUNCTION _elmo_notify_registration(event text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_notify_registration(event text) RETURNS void
     LANGUAGE sql
     AS $$
     SELECT pg_notify('elmo_registration',
@@ -210,7 +179,7 @@ CREATE FUNCTION _elmo_notify_registration(event text) RETURNS void
 
 -- ---------------------------------------------------------------- delivery machinery
 
-CREATE FUNCTION _elmo_enqueue(message text, body text, group_id text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION _elmo_enqueue(message text, body text, group_id text DEFAULT NULL,
                               correlation_id text DEFAULT NULL, method text DEFAULT 'POST',
                               url text DEFAULT NULL, auth text DEFAULT 'elmo')
     RETURNS bigint
@@ -234,7 +203,7 @@ $$;
 
 -- Called after anything changed the registration (ELMO's register, handshake,
 -- unregister; elmo_register): release what the new state allows.
-CREATE FUNCTION _elmo_registration_changed() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_registration_changed() RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -263,7 +232,7 @@ $$;
 
 -- Due messages, oldest first; per group only the oldest undelivered one, and
 -- register messages one at a time in order.  Marks them 'sending'.
-CREATE FUNCTION _elmo_claim(lim int)
+CREATE OR REPLACE FUNCTION _elmo_claim(lim int)
     RETURNS TABLE(id bigint, method text, url text, authorization text,
                   request_id text, correlation_id text, body text)
     LANGUAGE plpgsql
@@ -329,141 +298,134 @@ END;
 $$;
 
 -- Exponential backoff with jitter: 0.5–1 s after the first attempt, doubling, at most 5 min.
-CREATE FUNCTION _elmo_backoff(attempts int) RETURNS interval
+CREATE OR REPLACE FUNCTION _elmo_backoff(attempts int) RETURNS interval
     LANGUAGE sql VOLATILE
     AS $$
     SELECT make_interval(secs => least(300.0, power(2.0, greatest(attempts, 1) - 1))
                                  * (0.5 + random() * 0.5))
     $$;
 
--- One outcome (http_status 0: no HTTP answer; error: curl's message).
-CREATE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
+-- ---------------------------------------------------------------- outcomes, one kind each
+
+-- What ELMO's 2xx to some messages changes: to our handshake_acknowledge, we
+-- are connected (and what waited for it is released); to our DELETE register,
+-- unregistered.
+CREATE OR REPLACE FUNCTION _elmo_record_accepted(message text, method text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF message = 'handshake_acknowledge' THEN
+        UPDATE elmo_registration g
+           SET connected = true, connected_at = now(), updated_at = now(),
+               last_error = CASE WHEN g.state = 'locked_out' THEN g.last_error END
+         WHERE g.id = 1;
+        PERFORM _elmo_registration_changed();
+        PERFORM _elmo_notify_registration('connected');
+    ELSIF message = 'register' AND method = 'DELETE' THEN
+        UPDATE elmo_registration g
+           SET state = 'unregistered', connected = false, updated_at = now(), last_error = NULL
+         WHERE g.id = 1;
+        PERFORM _elmo_notify_registration('unregistered');
+    END IF;
+END;
+$$;
+
+-- 429, 5xx, no answer: queued again with backoff; false when out of attempts
+-- (elmo_oscp.max_attempts) or too old (elmo_oscp.max_retry_age): the caller
+-- then records a failure.
+CREATE OR REPLACE FUNCTION _elmo_record_retry(m elmo_outbox, http_status int, error text,
+                                              response_body text, timing jsonb)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF m.attempts >= _elmo_setting('max_attempts')::int
+       OR now() - m.created_at >= _elmo_setting('max_retry_age')::interval THEN
+        RETURN false;
+    END IF;
+    UPDATE elmo_outbox o
+       SET state = 'queued', next_attempt_at = now() + _elmo_backoff(m.attempts),
+           last_status = nullif($2, 0), last_error = $3, response_body = $4, timing = $5
+     WHERE o.id = m.id;
+    RETURN true;
+END;
+$$;
+
+-- 401, 403 bad token: ELMO no longer accepts the token.  Unless it changed
+-- since the request left (then the message goes again with the new one), the
+-- registration is locked out and everything ELMO-bound is held until an
+-- administrator's new initial token and elmo_register.
+CREATE OR REPLACE FUNCTION _elmo_record_locked_out(m elmo_outbox, r elmo_registration, http_status int,
+                                                   error text, response_body text, timing jsonb)
     RETURNS void
     LANGUAGE plpgsql
     AS $$
-DECLARE
-    m elmo_outbox;
-    r elmo_registration;
-    resp text := nullif(left(_elmo_record.response_body, 8192), '');
-    elmo_msg text;
-    err text;
-    st int := coalesce(_elmo_record.http_status, 0);
 BEGIN
-    -- ---- 2xx: delivered (the hot path: one statement)
-    IF st BETWEEN 200 AND 299 THEN
-        IF resp IS NOT NULL THEN
-            SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
-            resp := left(_elmo_scrub(resp, r), 2048);
-        END IF;
+    IF m.token_fingerprint IS DISTINCT FROM md5(_elmo_token_for(r, m.auth)) THEN
         UPDATE elmo_outbox o
-           SET state = 'delivered', last_status = st, last_error = NULL, response_body = resp,
-               timing = _elmo_record.timing, delivered_at = now(),
-               body = CASE WHEN o.message = 'register' OR o.message LIKE 'trigger-callback/%'
-                           THEN _elmo_scrub_body(o.message, o.body) ELSE o.body END
-         WHERE o.id = _elmo_record.id AND o.state = 'sending'
-        RETURNING o.* INTO m;
-        IF NOT FOUND THEN
-            RETURN;     -- purged, or recorded already (a recovery raced us)
-        END IF;
-        IF m.message = 'handshake_acknowledge' THEN
-            UPDATE elmo_registration g
-               SET connected = true, connected_at = now(), updated_at = now(),
-                   last_error = CASE WHEN g.state = 'locked_out' THEN g.last_error END
-             WHERE g.id = 1;
-            PERFORM _elmo_registration_changed();
-            PERFORM _elmo_notify_registration('connected');
-        ELSIF m.message = 'register' AND m.method = 'DELETE' THEN
-            UPDATE elmo_registration g
-               SET state = 'unregistered', connected = false, updated_at = now(), last_error = NULL
-             WHERE g.id = 1;
-            PERFORM _elmo_notify_registration('unregistered');
-        END IF;
-        RETURN;
-    END IF;
-
-    SELECT * INTO m FROM elmo_outbox o WHERE o.id = _elmo_record.id FOR UPDATE;
-    IF NOT FOUND OR m.state <> 'sending' THEN
-        RETURN;
-    END IF;
-    SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
-    IF resp IS NOT NULL THEN
-        resp := left(_elmo_scrub(resp, r), 2048);
-    END IF;
-
-    elmo_msg := _elmo_error_message(resp);
-    err := CASE WHEN st = 0 THEN coalesce(nullif(_elmo_record.error, ''), 'no answer')
-                ELSE 'HTTP ' || st || ': ' || coalesce(elmo_msg, nullif(left(resp, 200), ''),
-                                                         nullif(_elmo_record.error, ''), 'no body') END;
-
-    -- ---- 429, 5xx, no answer: retry with backoff, until the limits
-    IF st = 0 OR st = 429 OR st >= 500 THEN
-        IF m.attempts >= _elmo_conf('max_attempts', '50')::int
-           OR now() - m.created_at >= _elmo_conf('max_retry_age', '1d')::interval THEN
-            err := 'gave up after ' || m.attempts || ' attempts: ' || err;
-        ELSE
-            UPDATE elmo_outbox o
-               SET state = 'queued', next_attempt_at = now() + _elmo_backoff(m.attempts),
-                   last_status = nullif(st, 0), last_error = err, response_body = resp,
-                   timing = _elmo_record.timing
-             WHERE o.id = m.id;
-            RETURN;
-        END IF;
-
-    -- ---- 401, 403 bad token: locked out (unless the token changed meanwhile)
-    ELSIF st = 401 OR (st = 403 AND (elmo_msg ILIKE '%Invalid authorization token%'
-                                     OR elmo_msg ILIKE '%authorization token prefix%')) THEN
-        IF m.token_fingerprint IS DISTINCT FROM md5(_elmo_token_for(r, m.auth)) THEN
-            UPDATE elmo_outbox o
-               SET state = 'queued', next_attempt_at = now(), last_status = st,
-                   last_error = err || ' (the token changed since: retrying with the new one)',
-                   response_body = resp, timing = _elmo_record.timing
-             WHERE o.id = m.id;
-            RETURN;
-        END IF;
-        UPDATE elmo_outbox o
-           SET state = 'held', last_status = st, last_error = err, response_body = resp,
-               timing = _elmo_record.timing
+           SET state = 'queued', next_attempt_at = now(), last_status = $3,
+               last_error = $4 || ' (the token changed since: retrying with the new one)',
+               response_body = $5, timing = $6
          WHERE o.id = m.id;
-        UPDATE elmo_outbox o SET state = 'held'
-         WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
-        UPDATE elmo_registration g
-           SET state = 'locked_out', updated_at = now(),
-               last_error = 'ELMO refused our ' || m.message || ' (' || err || '). ELMO no longer accepts '
-                            || CASE m.auth WHEN 'initial' THEN 'the initial token' ELSE 'the token it gave us' END
-                            || '. Ask ELMO''s administrator for a new initial token, then run '
-                            || 'SELECT elmo_register(' || quote_literal(g.elmo_url) || ', ''<new initial token>'');'
-         WHERE g.id = 1;
-        PERFORM _elmo_notify_registration('locked_out');
-        RETURN;
-
-    -- ---- 403 not connected: wait for our handshake_acknowledge
-    ELSIF st = 403 AND elmo_msg ILIKE '%is not connected%' THEN
-        IF r.connected AND r.connected_at > m.sent_at THEN
-            -- our acknowledge was accepted while this one was on its way: go again
-            UPDATE elmo_outbox o
-               SET state = 'queued', next_attempt_at = now(), last_status = st, last_error = err,
-                   response_body = resp, timing = _elmo_record.timing
-             WHERE o.id = m.id;
-            RETURN;
-        END IF;
-        UPDATE elmo_outbox o
-           SET state = 'waiting_for_handshake', last_status = st, last_error = err,
-               response_body = resp, timing = _elmo_record.timing
-         WHERE o.id = m.id;
-        IF r.connected THEN
-            UPDATE elmo_registration g
-               SET connected = false, updated_at = now(),
-                   last_error = 'ELMO says this CSMS is not connected (' || err || ')'
-             WHERE g.id = 1;
-            PERFORM _elmo_notify_registration('not_connected');
-        END IF;
         RETURN;
     END IF;
-
-    -- ---- anything else (400, 404, …) or out of attempts: failed
     UPDATE elmo_outbox o
-       SET state = 'failed', last_status = nullif(st, 0), last_error = err, response_body = resp,
-           timing = _elmo_record.timing,
+       SET state = 'held', last_status = $3, last_error = $4, response_body = $5, timing = $6
+     WHERE o.id = m.id;
+    UPDATE elmo_outbox o SET state = 'held'
+     WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
+    UPDATE elmo_registration g
+       SET state = 'locked_out', updated_at = now(),
+           last_error = 'ELMO refused our ' || m.message || ' (' || $4 || '). ELMO no longer accepts '
+                        || CASE m.auth WHEN 'initial' THEN 'the initial token' ELSE 'the token it gave us' END
+                        || '. Ask ELMO''s administrator for a new initial token, then run '
+                        || 'SELECT elmo_register(' || quote_literal(g.elmo_url) || ', ''<new initial token>'');'
+     WHERE g.id = 1;
+    PERFORM _elmo_notify_registration('locked_out');
+END;
+$$;
+
+-- 403 not connected: the message waits for our handshake_acknowledge, unless
+-- that was accepted while this one was on its way (then it goes again).
+CREATE OR REPLACE FUNCTION _elmo_record_not_connected(m elmo_outbox, r elmo_registration, http_status int,
+                                                      error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF r.connected AND r.connected_at > m.sent_at THEN
+        UPDATE elmo_outbox o
+           SET state = 'queued', next_attempt_at = now(), last_status = $3, last_error = $4,
+               response_body = $5, timing = $6
+         WHERE o.id = m.id;
+        RETURN;
+    END IF;
+    UPDATE elmo_outbox o
+       SET state = 'waiting_for_handshake', last_status = $3, last_error = $4,
+           response_body = $5, timing = $6
+     WHERE o.id = m.id;
+    IF r.connected THEN
+        UPDATE elmo_registration g
+           SET connected = false, updated_at = now(),
+               last_error = 'ELMO says this CSMS is not connected (' || $4 || ')'
+         WHERE g.id = 1;
+        PERFORM _elmo_notify_registration('not_connected');
+    END IF;
+END;
+$$;
+
+-- Anything else (400, 404, …), or out of attempts: failed, ELMO's message
+-- kept.  A failed adjust request is no longer pending; a failed register is
+-- the registration's last error.
+CREATE OR REPLACE FUNCTION _elmo_record_failed(m elmo_outbox, r elmo_registration, http_status int,
+                                               error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE elmo_outbox o
+       SET state = 'failed', last_status = nullif($3, 0), last_error = $4, response_body = $5,
+           timing = $6,
            body = CASE WHEN m.message = 'register' OR m.message LIKE 'trigger-callback/%'
                        THEN _elmo_scrub_body(m.message, o.body) ELSE o.body END
      WHERE o.id = m.id;
@@ -472,28 +434,80 @@ BEGIN
          WHERE a.outbox_id = m.id AND a.state = 'pending';
     ELSIF m.message = 'register' AND m.id = r.register_outbox_id THEN
         UPDATE elmo_registration g
-           SET last_error = 'ELMO did not accept our register (' || err || ')', updated_at = now()
+           SET last_error = 'ELMO did not accept our register (' || $4 || ')', updated_at = now()
          WHERE g.id = 1;
         PERFORM _elmo_notify_registration('register_failed');
     END IF;
 END;
 $$;
 
+-- ---------------------------------------------------------------- outcomes
+
+-- One outcome (http_status 0: no HTTP answer; error: curl's message).  ELMO's
+-- answers are kept truncated, tokens scrubbed.
+CREATE OR REPLACE FUNCTION _elmo_record(id bigint, http_status int, error text, response_body text, timing jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    m elmo_outbox;
+    r elmo_registration;
+    st int := coalesce($2, 0);
+    resp text := nullif(left($4, 8192), '');
+    elmo_msg text;
+    err text;
+BEGIN
+    IF resp IS NOT NULL OR st NOT BETWEEN 200 AND 299 THEN
+        SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
+        resp := left(_elmo_scrub(resp, r), 2048);
+    END IF;
+    -- 2xx: delivered (the hot path: one statement); the tokens a register or
+    -- trigger-callback body carries are scrubbed
+    IF st BETWEEN 200 AND 299 THEN
+        UPDATE elmo_outbox o
+           SET state = 'delivered', last_status = st, last_error = NULL, response_body = resp,
+               timing = $5, delivered_at = now(),
+               body = CASE WHEN o.message = 'register' OR o.message LIKE 'trigger-callback/%'
+                           THEN _elmo_scrub_body(o.message, o.body) ELSE o.body END
+         WHERE o.id = $1 AND o.state = 'sending'
+        RETURNING o.message, o.method INTO m.message, m.method;
+        IF FOUND AND (m.message = 'handshake_acknowledge' OR m.message = 'register') THEN
+            PERFORM _elmo_record_accepted(m.message, m.method);
+        END IF;
+        RETURN;     -- not found: purged, or recorded already (a recovery raced us)
+    END IF;
+
+    SELECT * INTO m FROM elmo_outbox o WHERE o.id = $1 FOR UPDATE;
+    IF NOT FOUND OR m.state <> 'sending' THEN
+        RETURN;     -- purged, or recorded already (a recovery raced us)
+    END IF;
+    elmo_msg := _elmo_error_message(resp);
+    err := CASE WHEN st = 0 THEN coalesce(nullif($3, ''), 'no answer')
+                ELSE 'HTTP ' || st || ': ' || coalesce(elmo_msg, nullif(left(resp, 200), ''),
+                                                         nullif($3, ''), 'no body') END;
+    IF st = 0 OR st = 429 OR st >= 500 THEN
+        IF _elmo_record_retry(m, st, err, resp, $5) THEN
+            RETURN;
+        END IF;
+        err := 'gave up after ' || m.attempts || ' attempts: ' || err;
+    ELSIF st = 401 OR (st = 403 AND (elmo_msg ILIKE '%Invalid authorization token%'
+                                     OR elmo_msg ILIKE '%authorization token prefix%')) THEN
+        PERFORM _elmo_record_locked_out(m, r, st, err, resp, $5);
+        RETURN;
+    ELSIF st = 403 AND elmo_msg ILIKE '%is not connected%' THEN
+        PERFORM _elmo_record_not_connected(m, r, st, err, resp, $5);
+        RETURN;
+    END IF;
+    PERFORM _elmo_record_failed(m, r, st, err, resp, $5);
+END;
+$$;
+
 -- The next retry due after now (NULL: none).  Rows due now are the claim's business.
-CREATE FUNCTION _elmo_next_attempt_at() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _elmo_next_attempt_at() RETURNS timestamptz
     LANGUAGE sql STABLE
     AS $$ SELECT min(next_attempt_at) FROM elmo_outbox WHERE state = 'queued' AND next_attempt_at > now() $$;
 
 -- At worker start: what was in flight when the worker stopped goes again (same X-Request-ID).
-CREATE FUNCTION _elmo_recover() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_recover() RETURNS void
     LANGUAGE sql
     AS $$ UPDATE elmo_outbox SET state = 'queued', next_attempt_at = now() WHERE state = 'sending' $$;
-
--- ---------------------------------------------------------------- privileges
-
--- Machinery: the public functions and the worker call it, nobody else.
-REVOKE ALL ON FUNCTION
-    _elmo_enqueue(text, text, text, text, text, text, text), _elmo_registration_changed(),
-    _elmo_claim(int), _elmo_record(bigint, int, text, text, jsonb), _elmo_recover(),
-    _elmo_registration(boolean)
-  FROM PUBLIC;

@@ -6,11 +6,12 @@
 
 -- ---------------------------------------------------------------- registration
 
--- Register with ELMO (decisions §3).  With an initial token: a first
--- registration, or one after ELMO's administrator issued a new initial token.
--- Without: a re-registration authorized with ELMO's current token.  Either way
--- a new token of ours, which ELMO must present from its register callback on.
-CREATE FUNCTION elmo_register(elmo_url text, initial_token text DEFAULT NULL, public_url text DEFAULT NULL)
+-- Register with ELMO.  With an initial token: a first registration, or one
+-- after ELMO's administrator issued a new initial token.  Without: a
+-- re-registration authorized with ELMO's current token (ELMO refuses the
+-- initial token once it accepted a register).  Either way a new token of
+-- ours, which ELMO must present from its register callback on.
+CREATE OR REPLACE FUNCTION elmo_register(elmo_url text, initial_token text DEFAULT NULL, public_url text DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
@@ -18,7 +19,7 @@ DECLARE
     r elmo_registration;
     have_reg boolean;
     url text := rtrim(btrim(elmo_register.elmo_url), '/');
-    pub text := coalesce(nullif(btrim(elmo_register.public_url), ''), _elmo_conf('public_url', NULL));
+    pub text := coalesce(nullif(btrim(elmo_register.public_url), ''), _elmo_setting('public_url'));
     initial text := nullif(btrim(elmo_register.initial_token), '');
     auth text;
     tok text;
@@ -99,7 +100,7 @@ END;
 $$;
 
 -- PUT register: tell ELMO a new token of ours and/or a new public URL (capture 50a, silent).
-CREATE FUNCTION elmo_update_registration(public_url text DEFAULT NULL) RETURNS bigint
+CREATE OR REPLACE FUNCTION elmo_update_registration(public_url text DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
 DECLARE
@@ -128,7 +129,7 @@ END;
 $$;
 
 -- DELETE register, with the full register body ELMO requires (captures 51a, 51c).
-CREATE FUNCTION elmo_unregister() RETURNS bigint
+CREATE OR REPLACE FUNCTION elmo_unregister() RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
 DECLARE
@@ -150,7 +151,7 @@ $$;
 -- ---------------------------------------------------------------- business messages
 
 -- A station id as given, trimmed; raises when there is none.
-CREATE FUNCTION _elmo_group_id(group_id text) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_group_id(group_id text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $$
 BEGIN
@@ -162,14 +163,17 @@ BEGIN
     RETURN btrim(group_id);
 END $$;
 
--- ELMO's negotiation rules for an adjust request on day, asked at instant at
--- (decisions §7).  Raises, or warns; a separate function so tests need no clock.
-CREATE FUNCTION _elmo_adjust_guard(group_id text, day date, at timestamptz) RETURNS void
+-- ELMO's negotiation rules for an adjust request on day, asked at instant at:
+-- only tomorrow, before elmo_oscp.adjust_deadline, once per group and day
+-- (ELMO answers 400 to a second one), unless elmo_oscp.enforce_deadlines is
+-- off; only a warning without ELMO's day-ahead for that day (ELMO answers
+-- 404, and the message fails).  A separate function so tests need no clock.
+CREATE OR REPLACE FUNCTION _elmo_adjust_guard(group_id text, day date, at timestamptz) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    enforce boolean := _elmo_conf('enforce_deadlines', 'on')::boolean;
-    deadline time := _elmo_conf('adjust_deadline', '14:00')::time;
+    enforce boolean := _elmo_setting('enforce_deadlines')::boolean;
+    deadline time := _elmo_setting('adjust_deadline')::time;
     today date := _elmo_local_day(at);
     local_time time := (at AT TIME ZONE _elmo_tz())::time;
 BEGIN
@@ -207,7 +211,7 @@ END;
 $$;
 
 -- adjust_group_capacity_forecast: 24 hourly capacities (kW) for one local day.
-CREATE FUNCTION elmo_adjust_capacity(group_id text, hourly_kw numeric[], day date DEFAULT NULL)
+CREATE OR REPLACE FUNCTION elmo_adjust_capacity(group_id text, hourly_kw numeric[], day date DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
@@ -258,13 +262,13 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION elmo_adjust_capacity(group_id text, capacity_kw numeric, day date DEFAULT NULL)
+CREATE OR REPLACE FUNCTION elmo_adjust_capacity(group_id text, capacity_kw numeric, day date DEFAULT NULL)
     RETURNS bigint
     LANGUAGE sql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$ SELECT elmo_adjust_capacity(group_id, array_fill(capacity_kw, ARRAY[24]), day) $$;
 
 -- update_group_measurements body for one reading (spec: ELMO's example).
-CREATE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured_at timestamptz) RETURNS text
+CREATE OR REPLACE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured_at timestamptz) RETURNS text
     LANGUAGE sql STABLE
     AS $$
     SELECT '{"group_id":' || to_json(group_id)::text || ',"measurements":[{"value":' || kwh::text
@@ -272,8 +276,9 @@ CREATE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured_at timesta
            || '","energy_type":"TOTAL"}]}'
     $$;
 
--- update_group_measurements: the station's lifetime cumulative kWh (decisions §8).
-CREATE FUNCTION elmo_report_usage(group_id text, kwh numeric, measured_at timestamptz DEFAULT now(),
+-- update_group_measurements: the station's lifetime cumulative kWh, one
+-- message per call (one X-Request-ID each, never merged).
+CREATE OR REPLACE FUNCTION elmo_report_usage(group_id text, kwh numeric, measured_at timestamptz DEFAULT now(),
                                   allow_decrease boolean DEFAULT false)
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
@@ -315,7 +320,7 @@ $$;
 
 -- group_capacity_compliance_error about one forecast: no group_id in the body,
 -- X-Correlation-ID = that forecast's X-Request-ID (captures 09a–09c).
-CREATE FUNCTION elmo_report_compliance_error(forecast_id bigint, message text, blocks jsonb DEFAULT NULL)
+CREATE OR REPLACE FUNCTION elmo_report_compliance_error(forecast_id bigint, message text, blocks jsonb DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
@@ -364,7 +369,7 @@ $$;
 
 -- The testbed's trigger-callback API: makes ELMO's simulator call this CSMS.
 -- The request carries our own token (auth 'ours'), which the body hands over anyway.
-CREATE FUNCTION elmo_trigger_callback(name text, purpose text DEFAULT NULL, group_id text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION elmo_trigger_callback(name text, purpose text DEFAULT NULL, group_id text DEFAULT NULL,
                                       capacity_kw numeric DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
@@ -387,7 +392,7 @@ BEGIN
                   HINT = 'Pass a capacity in kW.';
     END IF;
     r := _elmo_registration();
-    base := coalesce(_elmo_conf('trigger_callback_url', NULL),
+    base := coalesce(_elmo_setting('trigger_callback_url'),
                      _elmo_url_origin(r.elmo_url) || '/trigger-callback/2.0');
     body := '{"callback_url":' || to_json(r.public_url || '/' || name)::text
             || ',"header":{"authorization":' || to_json('Token ' || r.our_token)::text || '}'
@@ -402,7 +407,7 @@ $$;
 
 -- ---------------------------------------------------------------- what a DBA reads
 
-CREATE VIEW elmo_registration_status AS
+CREATE OR REPLACE VIEW elmo_registration_status AS
 SELECT coalesce(r.state, 'not_registered') AS state,
        coalesce(r.connected, false) AS connected,
        r.elmo_url, r.public_url, r.elmo_base_url, r.elmo_version,
@@ -451,15 +456,15 @@ SELECT coalesce(r.state, 'not_registered') AS state,
   LEFT JOIN elmo_outbox o ON o.id = r.register_outbox_id;
 
 -- The outbox without bodies (tokens never appear in it).
-CREATE VIEW elmo_outbox_status AS
+CREATE OR REPLACE VIEW elmo_outbox_status AS
 SELECT id, message, method, group_id, state, attempts, last_status, last_error, next_attempt_at,
        created_at, sent_at, delivered_at, request_id, correlation_id, response_body, timing
   FROM elmo_outbox;
 
-CREATE VIEW elmo_usage_skipped AS
+CREATE OR REPLACE VIEW elmo_usage_skipped AS
 SELECT group_id, kwh, last_kwh, reason, skipped_at FROM _elmo_usage_skip;
 
-CREATE FUNCTION elmo_status()
+CREATE OR REPLACE FUNCTION elmo_status()
     RETURNS TABLE(worker_pid int, worker_started_at timestamptz, listening boolean, listen_address text,
                   listen_port int, tls boolean, requests_1xx bigint, requests_2xx bigint, requests_3xx bigint,
                   requests_4xx bigint, requests_5xx bigint, connections_dropped bigint,
@@ -485,18 +490,6 @@ CREATE FUNCTION elmo_status()
 -- Wait for one message's outcome (src/outbox_wait.c): 'delivered'; raises
 -- SQLSTATE OS001 with ELMO's answer when it failed; on timeout the current
 -- state.  Call it after the transaction that queued the message committed.
-CREATE FUNCTION elmo_wait(id bigint, timeout interval DEFAULT '10s') RETURNS text
+CREATE OR REPLACE FUNCTION elmo_wait(id bigint, timeout interval DEFAULT '10s') RETURNS text
     LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS 'MODULE_PATHNAME', 'elmo_wait';
-
--- ---------------------------------------------------------------- privileges
-
--- Queuing messages (and reading their outcome) is for roles the DBA grants it to.
-REVOKE ALL ON FUNCTION
-    elmo_register(text, text, text), elmo_update_registration(text), elmo_unregister(),
-    elmo_adjust_capacity(text, numeric[], date), elmo_adjust_capacity(text, numeric, date),
-    elmo_report_usage(text, numeric, timestamptz, boolean),
-    elmo_report_compliance_error(bigint, text, jsonb),
-    elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
-    _elmo_adjust_guard(text, date, timestamptz), _elmo_group_id(text)
-  FROM PUBLIC;

@@ -9,7 +9,7 @@
 -- set-returning function of the CSMS giving (group_id text, kwh numeric
 -- [, measured_at timestamptz]).  Groups whose reading is NULL, not finite,
 -- negative or below the last one reported are skipped (view elmo_usage_skipped).
-CREATE FUNCTION _elmo_report_usage_auto(source text) RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_report_usage_auto(source text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -91,11 +91,11 @@ $$;
 
 -- Delivered messages older than elmo_oscp.retention (those an adjust request
 -- names stay): walk the primary key from the oldest row only.
-CREATE FUNCTION _elmo_retention_outbound() RETURNS void
+CREATE OR REPLACE FUNCTION _elmo_retention_outbound() RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    horizon timestamptz := now() - _elmo_conf('retention', '7d')::interval;
+    horizon timestamptz := now() - _elmo_setting('retention')::interval;
     cut bigint;
 BEGIN
     SELECT o.id INTO cut FROM elmo_outbox o WHERE o.created_at >= horizon ORDER BY o.id LIMIT 1;
@@ -106,14 +106,14 @@ END;
 $$;
 
 -- Periodic work; returns when it wants to run next.
-CREATE FUNCTION _elmo_housekeeping() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _elmo_housekeeping() RETURNS timestamptz
     LANGUAGE plpgsql
     AS $$
 DECLARE
     r elmo_registration;
     open boolean;
     next_at timestamptz := _elmo_day_start(_elmo_local_day(now()) + 1);
-    source text := _elmo_conf('usage_source', NULL);
+    source text := _elmo_setting('usage_source');
     every interval;
     secs numeric;
     boundary timestamptz;
@@ -128,7 +128,7 @@ BEGIN
 
     -- automatic usage reports, aligned to report_interval
     IF source IS NOT NULL THEN
-        every := _elmo_conf('report_interval', '60s')::interval;
+        every := _elmo_setting('report_interval')::interval;
         secs := greatest(extract(epoch FROM every), 1);
         boundary := to_timestamp(floor(extract(epoch FROM now()) / secs) * secs);
         SELECT t.last_run_at INTO last_at FROM elmo_timer t WHERE t.name = 'usage_report';
@@ -175,9 +175,3 @@ BEGIN
     RETURN least(next_at, last_at + interval '10 min');
 END;
 $$;
-
--- ---------------------------------------------------------------- privileges
-
-REVOKE ALL ON FUNCTION
-    _elmo_housekeeping(), _elmo_report_usage_auto(text), _elmo_retention_outbound()
-  FROM PUBLIC;

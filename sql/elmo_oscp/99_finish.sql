@@ -1,2 +1,2 @@
--- Last: wake the worker at commit of CREATE EXTENSION.
+-- Last: wake the worker at commit of CREATE EXTENSION or ALTER EXTENSION UPDATE.
 SELECT _elmo_kick();

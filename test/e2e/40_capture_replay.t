@@ -5,10 +5,10 @@
 # Each is answered 204.  register -> ELMO's token and base URL kept; handshake -> a
 # handshake_acknowledge queued with X-Correlation-ID = its X-Request-ID; forecasts -> stored
 # with their blocks (+00:00 and +08:00 read as the same instants `date` reads) and classified
-# by the shape rule of decisions §4.  The CSMS's adjust requests that ELMO accepted (25a, 25c,
-# 33b, rerun/05) are made at the same point of the timeline, so ELMO's replies to them
-# (27a, 27b, 33d, inbox/025) are additional_reply.  The inbox/ copies of numbered requests
-# (same X-Request-ID) are answered 204 and stored once.
+# by their shape (24 contiguous hourly blocks of a later local day: day_ahead).  The CSMS's
+# adjust requests that ELMO accepted (25a, 25c, 33b, rerun/05) are made at the same point of
+# the timeline, so ELMO's replies to them (27a, 27b, 33d, inbox/025) are additional_reply.
+# The inbox/ copies of numbered requests (same X-Request-ID) are answered 204 and stored once.
 # Runs its own cluster, its clock moved back to the captures' day (2026-11-25, 20:59 in
 # Taipei), since classification depends on the day of receipt.  The clock is moved with
 # datefudge, not libfaketime: libfaketime's select() wrapper sets a thread-local "don't fake"
@@ -145,7 +145,7 @@ for e in "${EVENTS[@]}"; do
       mapfile -t T < <(jq -r '.forecasted_blocks[] | .start_time, .end_time' <<<"$body" | date -u -f - +%s%3N)
       want_blocks=$(paste -d' ' <(printf '%s\n' "${T[@]}" | paste -d' ' - -) \
                                 <(jq -r '.forecasted_blocks[] | "\(.capacity) \(.unit) \(.phase)"' <<<"$body") | paste -sd';')
-      # decisions §4: 24 contiguous hourly blocks covering one whole local day later than the day of receipt
+      # the shape rule: 24 contiguous hourly blocks covering one whole local day later than the day of receipt
       n=$(( ${#T[@]} / 2 )) s0=${T[0]} shape=0
       if [ $n -eq 24 ] && [ $(( (s0 + TZ_MS) % DAY_MS )) -eq 0 ] && [ "${T[47]}" -eq $((s0 + DAY_MS)) ] \
          && [ "$(lday "$s0")" -gt "$(lday "$t")" ]; then

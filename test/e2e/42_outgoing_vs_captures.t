@@ -5,7 +5,7 @@
 # and their siblings): the same ELMO-relevant headers (Authorization, X-Request-ID,
 # X-Correlation-ID, Content-Type), the same body field names and JSON types (timestamps as
 # timestamps).  Authorization is "Token ...", X-Request-ID 32 of [0-9A-Z], every timestamp
-# YYYY-MM-DDTHH:MM:SS.mmm+08:00 (decisions §10).  And elmo_register warns for a public_url
+# YYYY-MM-DDTHH:MM:SS.mmm+08:00, the form ELMO itself sends.  And elmo_register warns for a public_url
 # exactly when ELMO would refuse the base_url it sends (captures 01a-01d refused, 02 accepted).
 . "$(dirname "$0")/tap.sh"
 plan 14

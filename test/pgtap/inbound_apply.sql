@@ -15,7 +15,7 @@ CREATE FUNCTION pg_temp.keep_row(k text, m elmo_received_message) RETURNS bigint
 CREATE FUNCTION pg_temp.id(k text) RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT id FROM kept WHERE kept.k = $1 $$;
 CREATE FUNCTION pg_temp.msg(k text) RETURNS elmo_received_message LANGUAGE sql STABLE AS $$ SELECT m FROM kept WHERE kept.k = $1 $$;
 
-SELECT plan(48);
+SELECT plan(49);
 
 -- one registration, as elmo_register leaves it
 DELETE FROM elmo_registration;
@@ -62,6 +62,10 @@ SELECT results_eq($$SELECT state, apply_attempts, applied_at IS NOT NULL FROM el
 SELECT is((SELECT last_heard_at FROM elmo_registration), (SELECT received_at FROM elmo_received_message WHERE id = pg_temp.id('da_msg')),
           'last_heard_at = the message''s receipt time');
 SELECT is((SELECT previous_token FROM elmo_registration), NULL, 'a message authenticated with the current token retires the previous one');
+CREATE TEMP TABLE reg_version AS SELECT ctid AS v FROM elmo_registration;
+SELECT pg_temp.keep('batch2', pg_temp.forecast(pg_temp.body('emergency_utc')));
+SELECT is((SELECT ctid FROM elmo_registration), (SELECT v FROM reg_version),
+          'a second forecast received at the same time (one batch) leaves the registration row alone');
 UPDATE elmo_registration SET previous_token = 'PGTAP-PREVIOUS';
 
 SELECT throws_ok(format('SELECT _elmo_apply(%s)', pg_temp.id('da_msg')), '55000', NULL, 'applying twice raises');
@@ -152,6 +156,8 @@ DROP TRIGGER pgtap_raise ON capacity_forecast;
 
 -- ---------------------------------------------------------------- registration messages
 
+-- (the forecasts above, authenticated with the current token, retired it)
+UPDATE elmo_registration SET previous_token = 'PGTAP-PREVIOUS';
 SELECT pg_temp.keep_row('r', pg_temp.stored('register', pg_temp.body('register'), cur => false));
 SELECT _elmo_apply((pg_temp.msg('r')).id);
 SELECT results_eq(

@@ -1,4 +1,4 @@
--- Capacity in force (decisions §5): elmo_capacity_at, elmo_capacity_schedule,
+-- Capacity in force: elmo_capacity_at, elmo_capacity_schedule,
 -- elmo_capacity_now, from ELMO's real forecasts received and applied.
 \ir ../helpers.sql
 BEGIN;

@@ -1,5 +1,5 @@
 -- Inbound receipt (_elmo_receive): validation with precise errors, nothing
--- stored on error, duplicates, classification at receipt (decisions §4), with
+-- stored on error, duplicates, classification at receipt by shape, with
 -- ELMO's real request bodies.
 \ir ../helpers.sql
 BEGIN;

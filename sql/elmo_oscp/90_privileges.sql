@@ -1,0 +1,64 @@
+-- Who may use what.  Code: every update script runs it again, so a privilege
+-- added here reaches upgraded databases too; taking one away also needs a
+-- REVOKE in the migration (sql/README.md).
+
+-- ---------------------------------------------------------------- tables and views
+
+-- Tokens, raw messages and the worker's machinery: not for PUBLIC.
+REVOKE ALL ON elmo_registration FROM PUBLIC;
+REVOKE ALL ON elmo_received_message FROM PUBLIC;
+REVOKE ALL ON elmo_outbox FROM PUBLIC;
+REVOKE ALL ON elmo_timer FROM PUBLIC;
+REVOKE ALL ON _elmo_usage_skip FROM PUBLIC;
+
+-- The CSMS's own machinery may read the tables it works with.
+GRANT SELECT ON capacity_forecast, capacity_forecast_block TO PUBLIC;
+GRANT SELECT ON elmo_group_settings TO PUBLIC;
+GRANT SELECT ON elmo_capacity_now TO PUBLIC;
+
+-- ---------------------------------------------------------------- functions
+
+-- The capacity in force is what the CSMS reads.
+GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date)
+    TO PUBLIC;
+
+-- Receipt and application: the worker's, and the DBA's (elmo_replay, elmo_discard).
+REVOKE ALL ON FUNCTION _elmo_receive(text, text, text, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, text),
+                       _elmo_applies_due(int), _elmo_next_apply_at(), _elmo_health(),
+                       _elmo_retention_inbound(),
+                       elmo_replay(bigint), elmo_discard(bigint, text)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    _elmo_store_received(text, text, text, text, text, jsonb, text, text, date, boolean),
+    _elmo_heard(timestamptz, boolean), _elmo_apply_heartbeat(jsonb, timestamptz, boolean),
+    _elmo_apply_register(jsonb, timestamptz, boolean, text), _elmo_apply_unregister(timestamptz, boolean),
+    _elmo_apply_handshake(text, jsonb, timestamptz, boolean),
+    _elmo_apply_registration(bigint, text, text, text, jsonb, timestamptz, boolean)
+  FROM PUBLIC;
+
+-- Outbox machinery: the public functions and the worker call it, nobody else.
+REVOKE ALL ON FUNCTION
+    _elmo_enqueue(text, text, text, text, text, text, text), _elmo_registration_changed(),
+    _elmo_claim(int), _elmo_record(bigint, int, text, text, jsonb), _elmo_recover(),
+    _elmo_registration(boolean), _elmo_record_accepted(text, text),
+    _elmo_record_retry(elmo_outbox, int, text, text, jsonb),
+    _elmo_record_locked_out(elmo_outbox, elmo_registration, int, text, text, jsonb),
+    _elmo_record_not_connected(elmo_outbox, elmo_registration, int, text, text, jsonb),
+    _elmo_record_failed(elmo_outbox, elmo_registration, int, text, text, jsonb)
+  FROM PUBLIC;
+
+-- Queuing messages (and reading their outcome) is for roles the DBA grants it to.
+REVOKE ALL ON FUNCTION
+    elmo_register(text, text, text), elmo_update_registration(text), elmo_unregister(),
+    elmo_adjust_capacity(text, numeric[], date), elmo_adjust_capacity(text, numeric, date),
+    elmo_report_usage(text, numeric, timestamptz, boolean),
+    elmo_report_compliance_error(bigint, text, jsonb),
+    elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
+    _elmo_adjust_guard(text, date, timestamptz), _elmo_group_id(text)
+  FROM PUBLIC;
+
+-- The worker's periodic jobs.
+REVOKE ALL ON FUNCTION
+    _elmo_housekeeping(), _elmo_report_usage_auto(text), _elmo_retention_outbound()
+  FROM PUBLIC;
