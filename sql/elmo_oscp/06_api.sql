@@ -99,7 +99,10 @@ BEGIN
 END;
 $$;
 
--- PUT register: tell ELMO a new token of ours and/or a new public URL (capture 50a, silent).
+-- PUT register: tell ELMO a new token of ours and/or a new public URL (capture
+-- 50a, silent).  Of the four tokens it rotates ours only: our_token gets a new
+-- one, the old one becomes previous_token (accepted until ELMO uses the new
+-- one); ELMO's token and the initial token stay.
 CREATE OR REPLACE FUNCTION elmo_update_registration(public_url text DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$

@@ -41,7 +41,7 @@ REVOKE ALL ON FUNCTION
 REVOKE ALL ON FUNCTION
     _elmo_enqueue(text, text, text, text, text, text, text), _elmo_registration_changed(),
     _elmo_claim(int), _elmo_record(bigint, int, text, text, jsonb), _elmo_recover(),
-    _elmo_registration(boolean), _elmo_record_accepted(text, text),
+    _elmo_registration(boolean), _elmo_registration_open(), _elmo_record_accepted(text, text),
     _elmo_record_retry(elmo_outbox, int, text, text, jsonb),
     _elmo_record_locked_out(elmo_outbox, elmo_registration, int, text, text, jsonb),
     _elmo_record_not_connected(elmo_outbox, elmo_registration, int, text, text, jsonb),
