@@ -192,7 +192,10 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       DETAIL = format('Requests for tomorrow are taken until %s (%s); it is %s.',
                                       to_char(deadline, 'HH24:MI'), _elmo_tz(), to_char(local_time, 'HH24:MI:SS')),
-                      HINT = 'ELMO''s 10:00 plan stays in force for tomorrow; an emergency may still change it.';
+                      HINT = format('ELMO''s 10:00 plan for %s stays in force (an emergency may still change it). '
+                                    'The next request is for %s: tomorrow (%s) from 10:00, when ELMO''s assignment '
+                                    'for that day has arrived, until %s.',
+                                    day, today + 2, today + 1, to_char(deadline, 'HH24:MI'));
         END IF;
         IF EXISTS (SELECT 1 FROM elmo_adjust_request a
                     WHERE a.group_id = _elmo_adjust_guard.group_id AND a.day = _elmo_adjust_guard.day
@@ -209,6 +212,39 @@ BEGIN
         RAISE WARNING 'no day-ahead assignment for group % and % was received', group_id, day
             USING DETAIL = 'ELMO answers 404 to a request without its 10:00 assignment; the message then fails.',
                   HINT = 'ELMO sends the assignment for tomorrow before 10:00 local time.';
+    END IF;
+END;
+$$;
+
+-- A warning when a capacity asked is far beyond anything ELMO deals in for
+-- that station and day: at least 100 times the most it assigned for the day
+-- or the contract capacity, whichever is larger.  W typed where kW is meant
+-- is 1,000 times too much, and ELMO's 16:00 reply grants what was asked.
+CREATE OR REPLACE FUNCTION _elmo_adjust_scale_check(group_id text, day date, hourly_kw numeric[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    known numeric;
+    worst numeric;
+    hour int;
+BEGIN
+    SELECT greatest(max(b.capacity), max(s.contract_capacity_kw)) INTO known
+      FROM (SELECT 1) one
+      LEFT JOIN capacity_forecast f
+             ON f.group_id = _elmo_adjust_scale_check.group_id AND f.forecast_day = _elmo_adjust_scale_check.day
+            AND f.kind = 'day_ahead'
+      LEFT JOIN capacity_forecast_block b ON b.forecast_id = f.id AND upper(b.unit) = 'KW'
+      LEFT JOIN elmo_group_settings s ON s.group_id = _elmo_adjust_scale_check.group_id;
+    IF coalesce(known, 0) <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT v, h - 1 INTO worst, hour FROM unnest(hourly_kw) WITH ORDINALITY AS x(v, h)
+     WHERE v >= 100 * known ORDER BY v DESC, h LIMIT 1;
+    IF FOUND THEN
+        RAISE WARNING 'asking % kW for %:00 on %: % times the most ELMO assigned that day or the contract capacity (% kW)',
+                      worst, to_char(hour, 'FM00'), day, trunc(worst / known), known
+            USING DETAIL = 'Capacities are in kW; a value in W is 1,000 times too large. ELMO''s 16:00 reply grants what was asked.',
+                  HINT = 'If it is a mistake, ROLLBACK (or, once committed, ask ELMO''s administrator to answer the request before 16:00).';
     END IF;
 END;
 $$;
@@ -237,8 +273,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'ELMO reads them as kW.',
                   HINT = 'Pass absolute capacities in kW, not deltas.';
     END IF;
-    PERFORM _elmo_registration();
+    PERFORM _elmo_registration_open();
     PERFORM _elmo_adjust_guard(g, d, now());
+    PERFORM _elmo_adjust_scale_check(g, d, hourly_kw);
     IF EXISTS (SELECT 1 FROM unnest(hourly_kw) v WHERE v <> trunc(v)) THEN
         RAISE WARNING 'ELMO rounds capacities to whole kW: %', hourly_kw
             USING DETAIL = 'Its 16:00 reply carries the rounded values.',
@@ -269,6 +306,38 @@ CREATE OR REPLACE FUNCTION elmo_adjust_capacity(group_id text, capacity_kw numer
     RETURNS bigint
     LANGUAGE sql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$ SELECT elmo_adjust_capacity(group_id, array_fill(capacity_kw, ARRAY[24]), day) $$;
+
+-- A capacity written as a quoted literal: '250', '{250,...}', or a mistake
+-- such as '100kW'.  A quoted literal has no type, and with only the numeric
+-- and numeric[] functions PostgreSQL could not choose and said "function is
+-- not unique"; this one takes it and names the argument when it is no number.
+CREATE OR REPLACE FUNCTION elmo_adjust_capacity(group_id text, capacity_kw text, day date DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
+    AS $$
+DECLARE
+    one numeric;
+    many numeric[];
+BEGIN
+    BEGIN
+        IF btrim(capacity_kw) LIKE '{%' THEN
+            many := capacity_kw::numeric[];
+        ELSE
+            one := capacity_kw::numeric;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'capacity_kw must be a number of kW, got %', quote_literal(capacity_kw)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'elmo_adjust_capacity takes one capacity in kW for every hour, or an array of 24 hourly capacities in kW; no unit is written.',
+                  HINT = format('For example elmo_adjust_capacity(%L, 250), or elmo_adjust_capacity(%L, ARRAY[...24 values...]).',
+                                group_id, group_id);
+    END;
+    IF many IS NOT NULL THEN
+        RETURN elmo_adjust_capacity(group_id, many, day);
+    END IF;
+    RETURN elmo_adjust_capacity(group_id, one, day);
+END;
+$$;
 
 -- update_group_measurements body for one reading (spec: ELMO's example).
 CREATE OR REPLACE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured_at timestamptz) RETURNS text
@@ -304,7 +373,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It becomes measure_time.',
                   HINT = 'Omit it to report the reading as of now().';
     END IF;
-    PERFORM _elmo_registration();
+    PERFORM _elmo_registration_open();
+    IF NOT EXISTS (SELECT 1 FROM capacity_forecast f WHERE f.group_id = g) THEN
+        RAISE WARNING 'ELMO has assigned no capacity to group % yet', g
+            USING DETAIL = 'ELMO answers 400 to measurements of a station it does not know; the message then fails.',
+                  HINT = 'Use the group_id of ELMO''s forecasts (capacity_forecast.group_id), the station id ELMO assigned.';
+    END IF;
     SELECT * INTO prior FROM elmo_usage_last l WHERE l.group_id = g FOR UPDATE;
     IF FOUND AND kwh < prior.kwh AND NOT coalesce(allow_decrease, false) THEN
         RAISE EXCEPTION 'reading for group % went down: % kWh after % kWh', g, kwh, prior.kwh
@@ -366,6 +440,7 @@ BEGIN
     body := '{"message":' || to_json(message)::text
             || CASE WHEN blocks_text IS NOT NULL THEN ',"forecasted_blocks":[' || blocks_text || ']' ELSE '' END
             || '}';
+    PERFORM _elmo_registration_open();
     RETURN _elmo_enqueue('group_capacity_compliance_error', body, f.group_id, f.request_id);
 END;
 $$;
@@ -383,10 +458,23 @@ DECLARE
     body text;
 BEGIN
     PERFORM _elmo_wake();
-    IF name IS NULL OR name !~ '^[a-z_]+$' THEN
+    IF name IS NULL OR name NOT IN ('register', 'handshake', 'update_group_capacity_forecast') THEN
         RAISE EXCEPTION 'invalid callback name %', coalesce(quote_literal(name), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'The testbed triggers register, handshake and update_group_capacity_forecast.',
+                  HINT = 'For example elmo_trigger_callback(''update_group_capacity_forecast'', ''emergency_assign_capacity'', ''<group_id>'', 50).';
+    END IF;
+    IF name = 'update_group_capacity_forecast'
+       AND (purpose IS NULL OR purpose NOT IN ('negotiation_assign_capacity',
+                                               'negotiation_reply_request_additional_capacity',
+                                               'emergency_assign_capacity')
+            OR group_id IS NULL OR capacity_kw IS NULL) THEN
+        RAISE EXCEPTION 'a triggered forecast needs a purpose, a group_id and a capacity_kw'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got purpose %s, group_id %s, capacity_kw %s. The purpose is negotiation_assign_capacity, '
+                                  'negotiation_reply_request_additional_capacity or emergency_assign_capacity.',
+                                  coalesce(quote_literal(purpose), 'NULL'), coalesce(quote_literal(group_id), 'NULL'),
+                                  coalesce(capacity_kw::text, 'NULL')),
                   HINT = 'For example elmo_trigger_callback(''update_group_capacity_forecast'', ''emergency_assign_capacity'', ''<group_id>'', 50).';
     END IF;
     IF capacity_kw IS NOT NULL AND (capacity_kw < 0 OR capacity_kw IN ('NaN', 'Infinity')) THEN

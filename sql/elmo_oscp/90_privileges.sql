@@ -52,10 +52,12 @@ REVOKE ALL ON FUNCTION
 REVOKE ALL ON FUNCTION
     elmo_register(text, text, text), elmo_update_registration(text), elmo_unregister(),
     elmo_adjust_capacity(text, numeric[], date), elmo_adjust_capacity(text, numeric, date),
+    elmo_adjust_capacity(text, text, date),
     elmo_report_usage(text, numeric, timestamptz, boolean),
     elmo_report_compliance_error(bigint, text, jsonb),
     elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
-    _elmo_adjust_guard(text, date, timestamptz), _elmo_group_id(text)
+    _elmo_adjust_guard(text, date, timestamptz), _elmo_adjust_scale_check(text, date, numeric[]),
+    _elmo_group_id(text)
   FROM PUBLIC;
 
 -- The worker's periodic jobs.
