@@ -364,8 +364,8 @@ END;
 $$;
 
 -- 429, 5xx, no answer: queued again with backoff; false when out of attempts
--- (elmo_oscp.max_attempts) or too old (elmo_oscp.max_retry_age): the caller
--- then records a failure.
+-- (elmo_oscp.max_attempts) or too old (elmo_oscp.max_retry_age, from its
+-- queueing or its elmo_retry): the caller then records a failure.
 CREATE OR REPLACE FUNCTION _elmo_record_retry(m elmo_outbox, http_status int, error text,
                                               response_body text, timing jsonb)
     RETURNS boolean
@@ -373,7 +373,7 @@ CREATE OR REPLACE FUNCTION _elmo_record_retry(m elmo_outbox, http_status int, er
     AS $$
 BEGIN
     IF m.attempts >= _elmo_setting('max_attempts')::int
-       OR now() - m.created_at >= _elmo_setting('max_retry_age')::interval THEN
+       OR now() - coalesce(m.retried_at, m.created_at) >= _elmo_setting('max_retry_age')::interval THEN
         RETURN false;
     END IF;
     UPDATE elmo_outbox o

@@ -549,7 +549,7 @@ SELECT coalesce(r.state, 'not_registered') AS state,
 -- The outbox without bodies (tokens never appear in it).
 CREATE OR REPLACE VIEW elmo_outbox_status AS
 SELECT id, message, method, group_id, state, attempts, last_status, last_error, next_attempt_at,
-       created_at, sent_at, delivered_at, request_id, correlation_id, response_body, timing
+       created_at, sent_at, delivered_at, request_id, correlation_id, response_body, timing, retried_at
   FROM elmo_outbox;
 
 CREATE OR REPLACE VIEW elmo_usage_skipped AS
@@ -584,3 +584,67 @@ CREATE OR REPLACE FUNCTION elmo_status()
 CREATE OR REPLACE FUNCTION elmo_wait(id bigint, timeout interval DEFAULT '10s') RETURNS text
     LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS 'MODULE_PATHNAME', 'elmo_wait';
+
+-- Send a failed message again: queued at once with its X-Request-ID, a fresh
+-- count of attempts, and elmo_oscp.max_retry_age counted from now.  Refused
+-- where sending it again would be wrong: a register or trigger-callback (its
+-- token was scrubbed from the stored body: call the function again), a usage
+-- reading a later one superseded (ELMO would see the reading go down), an
+-- adjust request ELMO's rules no longer allow (a day other than tomorrow,
+-- after the deadline, another request for that day).
+CREATE OR REPLACE FUNCTION elmo_retry(id bigint) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
+    AS $$
+DECLARE
+    m elmo_outbox;
+    later bigint;
+    adj elmo_adjust_request;
+BEGIN
+    PERFORM _elmo_wake();
+    SELECT * INTO m FROM elmo_outbox o WHERE o.id = elmo_retry.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no message % in elmo_outbox', coalesce(elmo_retry.id::text, 'NULL')
+            USING ERRCODE = 'no_data_found', DETAIL = 'It was never queued, or retention removed it.',
+                  HINT = 'SELECT id, message, state, last_error FROM elmo_outbox_status WHERE state = ''failed'';';
+    END IF;
+    IF m.state <> 'failed' THEN
+        RAISE EXCEPTION 'message % is %, not failed', m.id, m.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only a failed message is sent again; the worker retries the others by itself.',
+                  HINT = format('SELECT elmo_wait(%s) waits for its outcome.', m.id);
+    END IF;
+    IF m.message = 'register' OR m.message LIKE 'trigger-callback/%' THEN
+        RAISE EXCEPTION 'a failed % is not sent again', m.message
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its body carried a token, which was removed from it once it failed.',
+                  HINT = CASE WHEN m.message = 'register'
+                              THEN 'Call elmo_register (or elmo_update_registration, elmo_unregister) again.'
+                              ELSE 'Call elmo_trigger_callback again.' END;
+    END IF;
+    IF _elmo_is_business(m.message) THEN
+        PERFORM _elmo_registration_open();
+    END IF;
+    IF m.message = 'update_group_measurements' THEN
+        SELECT l.outbox_id INTO later FROM elmo_usage_last l WHERE l.group_id = m.group_id AND l.outbox_id > m.id;
+        IF later IS NOT NULL THEN
+            RAISE EXCEPTION 'a later reading of group % was queued since (message %)', m.group_id, later
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'ELMO reads each value as a cumulative reading: an older one sent now would make it go down.',
+                      HINT = 'The later reading carries the energy of this one; nothing needs sending again.';
+        END IF;
+    ELSIF m.message = 'adjust_group_capacity_forecast' THEN
+        SELECT * INTO adj FROM elmo_adjust_request a WHERE a.outbox_id = m.id FOR UPDATE;
+        IF FOUND THEN
+            PERFORM _elmo_adjust_guard(adj.group_id, adj.day, now());
+            -- with the guards off, as a new request does, it replaces a pending one
+            UPDATE elmo_adjust_request a SET state = 'expired', closed_at = now()
+             WHERE a.group_id = adj.group_id AND a.day = adj.day AND a.state = 'pending';
+            UPDATE elmo_adjust_request a SET state = 'pending', closed_at = NULL WHERE a.id = adj.id;
+        END IF;
+    END IF;
+    UPDATE elmo_outbox o
+       SET state = 'queued', attempts = 0, next_attempt_at = now(), retried_at = now()
+     WHERE o.id = m.id;
+    RETURN m.id;
+END;
+$$;

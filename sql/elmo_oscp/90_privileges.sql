@@ -52,7 +52,7 @@ REVOKE ALL ON FUNCTION
 REVOKE ALL ON FUNCTION
     elmo_register(text, text, text), elmo_update_registration(text), elmo_unregister(),
     elmo_adjust_capacity(text, numeric[], date), elmo_adjust_capacity(text, numeric, date),
-    elmo_adjust_capacity(text, text, date),
+    elmo_adjust_capacity(text, text, date), elmo_retry(bigint),
     elmo_report_usage(text, numeric, timestamptz, boolean),
     elmo_report_compliance_error(bigint, text, jsonb),
     elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
