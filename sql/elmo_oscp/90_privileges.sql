@@ -19,7 +19,8 @@ GRANT SELECT ON elmo_capacity_now TO PUBLIC;
 -- ---------------------------------------------------------------- functions
 
 -- The capacity in force is what the CSMS reads.
-GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date)
+GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date),
+                          elmo_day_plan(text, date), elmo_today(), elmo_tomorrow()
     TO PUBLIC;
 
 -- Receipt and application: the worker's, and the DBA's (elmo_replay, elmo_discard).
