@@ -305,7 +305,7 @@ CREATE OR REPLACE VIEW elmo_unapplied AS
 -- propagate; the caller's transaction then rolls back and the message stays
 -- as it was).  Returns the new state.
 CREATE OR REPLACE FUNCTION elmo_replay(message_id bigint) RETURNS text
-    LANGUAGE plpgsql VOLATILE AS $fn$
+    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN
@@ -328,7 +328,7 @@ $fn$;
 
 -- Gives up on an unapplied message, recording why.
 CREATE OR REPLACE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $fn$
+    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN

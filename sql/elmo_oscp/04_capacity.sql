@@ -3,7 +3,9 @@
 -- It is what the CSMS reads: granted to PUBLIC.  Every forecast answered 204
 -- counts from its start, applied or not: a CSMS trigger that fails delays its
 -- own reaction, never what ELMO assigned.  Plans are ordered by receipt, so a
--- late application never changes which one is in force.
+-- late application never changes which one is in force.  Every function a
+-- CSMS calls here sets its search_path to the extension's schema, so it works
+-- called by its qualified name (elmo.elmo_capacity_at) from any session.
 
 -- ---------------------------------------------------------------- ELMO's days
 
@@ -11,11 +13,11 @@
 -- session's TimeZone: current_date + 1 in a UTC session names Taipei's today
 -- from 00:00 to 08:00 Taipei time.
 CREATE OR REPLACE FUNCTION elmo_today() RETURNS date
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp
     AS $$ SELECT _elmo_local_day(now()) $$;
 
 CREATE OR REPLACE FUNCTION elmo_tomorrow() RETURNS date
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp
     AS $$ SELECT _elmo_local_day(now()) + 1 $$;
 
 -- ---------------------------------------------------------------- capacity in force
@@ -27,7 +29,7 @@ CREATE OR REPLACE FUNCTION elmo_tomorrow() RETURNS date
 -- Capacities are compared as sent (ELMO always sends KW).
 CREATE OR REPLACE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
         OUT capacity numeric, OUT unit text, OUT kind text, OUT forecast_id bigint)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SET search_path = @extschema@, pg_temp
     SET plan_cache_mode = force_generic_plan    -- planning would cost 5x the lookup
     AS $fn$
 BEGIN
@@ -59,7 +61,8 @@ $fn$;
 
 -- The capacity in force for a group at an instant (NULL: nothing known).
 CREATE OR REPLACE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
-    LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
+    LANGUAGE plpgsql STABLE SET search_path = @extschema@, pg_temp
+    AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
 
 -- The resolved schedule of a local day (by default ELMO's tomorrow):
 -- contiguous, non-overlapping segments, equal neighbours merged, unknown
@@ -67,7 +70,7 @@ CREATE OR REPLACE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAUL
 CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date DEFAULT elmo_tomorrow())
     RETURNS TABLE(start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
                   kind text, forecast_id bigint)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
     WITH d AS (
         SELECT _elmo_day_start($2) AS d0, _elmo_day_start($2 + 1) AS d1
     ), pts AS (
@@ -107,7 +110,7 @@ CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date DEFAUL
 CREATE OR REPLACE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
                                      capacity numeric, kind text, forecast_id bigint)
     RETURNS timestamptz
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
     SELECT p.t
       FROM (SELECT DISTINCT v.x AS t
               FROM capacity_forecast f
@@ -150,7 +153,7 @@ CREATE OR REPLACE FUNCTION elmo_day_plan(group_id text, day date DEFAULT elmo_to
     RETURNS TABLE(hour int, start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
                   decided_by text, forecast_id bigint, assigned numeric, asked numeric, granted numeric,
                   emergency numeric, contract numeric, bar text)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
     WITH h AS (
         SELECT t AS s, t + interval '1 hour' AS e,
                extract(hour FROM t AT TIME ZONE _elmo_tz())::int AS hr
