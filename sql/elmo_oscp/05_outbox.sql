@@ -178,9 +178,10 @@ DECLARE
     r elmo_registration := _elmo_registration();
     bye elmo_outbox;
 BEGIN
+    -- (a register has no group: the partial index on undelivered messages finds it at once)
     SELECT * INTO bye FROM elmo_outbox o
-     WHERE o.message = 'register' AND o.method = 'DELETE' AND o.state <> 'failed'
-       AND o.id > coalesce(r.register_outbox_id, 0)
+     WHERE o.group_id IS NULL AND o.state NOT IN ('delivered', 'failed')
+       AND o.message = 'register' AND o.method = 'DELETE' AND o.id > coalesce(r.register_outbox_id, 0)
      ORDER BY o.id DESC LIMIT 1;
     IF r.state = 'unregistered' OR bye.id IS NOT NULL THEN
         RAISE EXCEPTION 'this CSMS %', CASE WHEN r.state = 'unregistered' THEN 'is unregistered from ELMO'

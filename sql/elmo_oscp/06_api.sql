@@ -374,12 +374,13 @@ BEGIN
                   HINT = 'Omit it to report the reading as of now().';
     END IF;
     PERFORM _elmo_registration_open();
-    IF NOT EXISTS (SELECT 1 FROM capacity_forecast f WHERE f.group_id = g) THEN
+    SELECT * INTO prior FROM elmo_usage_last l WHERE l.group_id = g FOR UPDATE;
+    -- a group's first reading: once, not at every report of a station ELMO has not assigned yet
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM capacity_forecast f WHERE f.group_id = g) THEN
         RAISE WARNING 'ELMO has assigned no capacity to group % yet', g
             USING DETAIL = 'ELMO answers 400 to measurements of a station it does not know; the message then fails.',
                   HINT = 'Use the group_id of ELMO''s forecasts (capacity_forecast.group_id), the station id ELMO assigned.';
     END IF;
-    SELECT * INTO prior FROM elmo_usage_last l WHERE l.group_id = g FOR UPDATE;
     IF FOUND AND kwh < prior.kwh AND NOT coalesce(allow_decrease, false) THEN
         RAISE EXCEPTION 'reading for group % went down: % kWh after % kWh', g, kwh, prior.kwh
             USING ERRCODE = 'invalid_parameter_value',

@@ -3,7 +3,7 @@
 # report for a group ELMO never assigned capacity to.  Each call is rolled
 # back: nothing is sent.
 . "$(dirname "$0")/tap.sh"
-plan 5
+plan 6
 FP=http://127.0.0.1:$ELMO_HTTP_PORT/oscp/fp/2.0
 trap 'sql "SELECT test.reset()" >/dev/null 2>&1' EXIT
 export PGOPTIONS='-c client_min_messages=warning'
@@ -30,3 +30,5 @@ out=$(call "SELECT elmo_report_usage('WARN-NEVER-ASSIGNED', 1)")
 echo "$out" | grep -q '^WARNING:  ELMO has assigned no capacity to group WARN-NEVER-ASSIGNED yet' \
   && [ -z "$(call "SELECT elmo_report_usage('WARN-G1', 1)")" ]
 ok $? "a usage report for a group ELMO never assigned capacity to: a WARNING (none for one it did)"
+is "$(call "SELECT elmo_report_usage('WARN-NEVER-2', 1); SELECT elmo_report_usage('WARN-NEVER-2', 2)" | grep -c '^WARNING')" 1 \
+   "once per group: at its first reading, not at every report"
