@@ -14,6 +14,8 @@ REVOKE ALL ON _elmo_usage_skip FROM PUBLIC;
 -- The CSMS's own machinery may read the tables it works with.
 GRANT SELECT ON capacity_forecast, capacity_forecast_block TO PUBLIC;
 GRANT SELECT ON elmo_group_settings TO PUBLIC;
+-- what was asked for each day (elmo_day_plan shows it next to what was granted)
+GRANT SELECT ON elmo_adjust_request TO PUBLIC;
 GRANT SELECT ON elmo_capacity_now TO PUBLIC;
 
 -- ---------------------------------------------------------------- functions

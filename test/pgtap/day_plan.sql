@@ -2,7 +2,7 @@
 -- day functions' default), and a day's plan hour by hour (elmo_day_plan) from
 -- forecasts posted over HTTP into the worker.
 \ir ../helpers.sql
-SELECT plan(19);
+SELECT plan(20);
 
 -- ---------------------------------------------------------------- ELMO's today and tomorrow
 -- Pago Pago is 19 hours behind Taipei: for most of the day its current_date
@@ -73,6 +73,18 @@ SELECT results_eq($$SELECT start_time, end_time, capacity, kind FROM elmo_capaci
                            (pg_temp.at('12:00'), pg_temp.at('16:15'), 220, 'additional_reply'),
                            (pg_temp.at('16:15'), pg_temp.at('24:00'), 40, 'emergency')$$,
                   'elmo_capacity_schedule(group_id) is tomorrow''s too');
+
+-- a role that is no superuser: what the plan reads is readable by PUBLIC
+BEGIN;
+CREATE ROLE pgtap_plan_reader;
+SELECT format('GRANT USAGE ON SCHEMA %I TO pgtap_plan_reader', n.nspname) AS grant_usage
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'elmo_oscp' \gset
+:grant_usage;
+SET LOCAL ROLE pgtap_plan_reader;
+SELECT is((SELECT count(*) FROM elmo_day_plan('PLAN-G1') WHERE asked = 250), 24::bigint,
+          'a role that is no superuser reads the plan, what was asked included');
+RESET ROLE;
+ROLLBACK;
 
 -- the day after: nothing known but the contract
 SELECT is((SELECT count(*) FROM elmo_day_plan('PLAN-G1', elmo_tomorrow() + 1) WHERE capacity = 230 AND decided_by = 'contract'
