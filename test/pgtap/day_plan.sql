@@ -19,14 +19,6 @@ SELECT ok(has_function_privilege('public', 'elmo_tomorrow()', 'EXECUTE')
           AND has_function_privilege('public', 'elmo_day_plan(text, date)', 'EXECUTE'), 'both, and elmo_day_plan, for PUBLIC');
 
 -- ---------------------------------------------------------------- a day of ELMO's, over HTTP
-CREATE FUNCTION pg_temp.day_body(group_id text, day date, caps numeric[]) RETURNS text
-    LANGUAGE sql STABLE AS $$
-    SELECT json_build_object('group_id', group_id, 'type', 'CONSUMPTION', 'forecasted_blocks',
-             json_agg(json_build_object('capacity', caps[h + 1], 'phase', 'ALL', 'unit', 'KW',
-                      'start_time', _elmo_ts(_elmo_day_start(day) + h * interval '1 hour'),
-                      'end_time', _elmo_ts(_elmo_day_start(day) + (h + 1) * interval '1 hour'))
-                      ORDER BY h))::text
-      FROM generate_series(0, 23) h $$;
 CREATE FUNCTION pg_temp.at(hhmm text) RETURNS timestamptz
     LANGUAGE sql STABLE AS $$ SELECT _elmo_day_start(elmo_tomorrow()) + hhmm::interval $$;
 CREATE FUNCTION pg_temp.fid(rid text) RETURNS bigint
@@ -44,7 +36,7 @@ INSERT INTO elmo_adjust_request (group_id, day, outbox_id, hourly_kw)
 VALUES ('PLAN-G1', elmo_tomorrow(), currval('elmo_outbox_id_seq'), array_fill(250::numeric, ARRAY[24]));
 -- 16:00: ELMO grants 240 kW until noon, 220 after
 SELECT is((SELECT status FROM test.post('update_group_capacity_forecast',
-              pg_temp.day_body('PLAN-G1', elmo_tomorrow(), array_fill(240::numeric, ARRAY[12]) || array_fill(220::numeric, ARRAY[12])),
+              test.day_body('PLAN-G1', elmo_tomorrow(), array_fill(240::numeric, ARRAY[12]) || array_fill(220::numeric, ARRAY[12])),
               'PLAN-REPLY')), 204, 'ELMO''s reply: 240 kW until noon, 220 after');
 SELECT is((SELECT kind FROM capacity_forecast WHERE request_id = 'PLAN-REPLY'), 'additional_reply', '(stored as the reply)');
 -- an emergency from 16:15 to midnight, and a contract capacity of 230 kW
