@@ -15,9 +15,24 @@
 -- LISTEN side (examples/listen.sh) does the slow part: talking to chargers.
 --
 -- The names of the extension (capacity_forecast, elmo_capacity_schedule, ...)
--- are left unqualified: the worker applies forecasts with the extension's
--- schema on its search_path, and a CSMS session has it there too (public by
--- default).
+-- are left unqualified, so this file works whatever schema the extension was
+-- created in (public, or elmo after CREATE EXTENSION elmo_oscp SCHEMA elmo):
+-- it looks the schema up, and the functions that use those names keep the
+-- search_path they were created with (SET search_path FROM CURRENT), so they
+-- work from any session and from the worker alike.  The CSMS's own objects
+-- are always qualified (csms.…): the worker runs the trigger with its own
+-- search_path, the extension's schema alone.
+
+\set ON_ERROR_STOP 1
+SELECT current_setting('search_path') AS csms_saved_search_path,
+       (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname = 'elmo_oscp') AS csms_elmo_schema \gset
+\if :{?csms_elmo_schema}
+\else
+\echo 'examples/csms.sql: CREATE EXTENSION elmo_oscp first'
+\quit
+\endif
+SET search_path = csms, :csms_elmo_schema;
 
 CREATE SCHEMA csms;
 
@@ -119,6 +134,7 @@ CREATE FUNCTION csms.recompute_limits(station_id text, day date,
                                       forecast_id bigint DEFAULT NULL, kind text DEFAULT NULL)
     RETURNS int
     LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT            -- elmo_capacity_schedule, wherever it is
     AS $$
 DECLARE
     d0 timestamptz := day::timestamp AT TIME ZONE csms.tz();
@@ -178,6 +194,7 @@ $$;
 -- stored and be applied again later (view elmo_unapplied).
 CREATE FUNCTION csms.on_capacity_forecast() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path FROM CURRENT            -- capacity_forecast_block, wherever it is
     AS $$
 DECLARE
     first_at timestamptz := NEW.starts_at;
@@ -272,3 +289,6 @@ CREATE FUNCTION csms.ocpp_profile(charger_id text, day date) RETURNS jsonb
                             FROM per))))
       FROM d
      WHERE EXISTS (SELECT 1 FROM csms.charger c WHERE c.charger_id = ocpp_profile.charger_id) $$;
+
+-- the session's search_path as it was
+SELECT set_config('search_path', :'csms_saved_search_path', false) \g /dev/null

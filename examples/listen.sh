@@ -139,7 +139,15 @@ handle() {   # CHANNEL PAYLOAD
   esac
 }
 
-run "LISTEN elmo_capacity_forecast; LISTEN csms_charger_limits; LISTEN elmo_registration; LISTEN elmo_apply_failed;
+# the extension's tables by their names, whatever schema it was created in
+read -r -d '' FIND_EXTENSION <<'SQL'
+DO $$ BEGIN
+    PERFORM set_config('search_path', current_setting('search_path') || ', ' || quote_ident(n.nspname), false)
+       FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'elmo_oscp';
+END $$;
+SQL
+run "$FIND_EXTENSION
+     LISTEN elmo_capacity_forecast; LISTEN csms_charger_limits; LISTEN elmo_registration; LISTEN elmo_apply_failed;
      SELECT current_database();"
 echo "$(stamp) listening on database ${ROWS[0]:-?} (channels elmo_capacity_forecast, csms_charger_limits, elmo_registration, elmo_apply_failed)"
 print_now

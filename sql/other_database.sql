@@ -1,6 +1,7 @@
 -- The extension may be created in another database (pg_dump/restore, a
 -- staging copy), but its functions refuse to queue messages there: only the
--- database named by elmo_oscp.database has a worker.
+-- database named by elmo_oscp.database has a worker.  CREATE EXTENSION warns
+-- which database that is.
 CREATE DATABASE elmo_regress_other;
 \c elmo_regress_other
 CREATE EXTENSION elmo_oscp;

@@ -21,6 +21,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -264,19 +265,26 @@ db_run_timestamp(StatementId id)
  * schema and version, in the current memory context.  Read from the catalog
  * by its unique index on the name, as CREATE EXTENSION itself looks.
  */
+/* A catalog's rows whose name column equals name; by that index when one is given. */
+static SysScanDesc
+scan_by_name(Relation rel, AttrNumber name_column, Oid index, const char *name)
+{
+	ScanKeyData key;
+
+	ScanKeyInit(&key, name_column, BTEqualStrategyNumber, F_NAMEEQ, CStringGetDatum(name));
+	return systable_beginscan(rel, index, OidIsValid(index), NULL, 1, &key);
+}
+
 bool
 db_find_extension(char **schema, char **version)
 {
 	Relation	rel;
-	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	bool		found;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("elmo_oscp"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	scan = scan_by_name(rel, Anum_pg_extension_extname, ExtensionNameIndexId, "elmo_oscp");
 	tup = systable_getnext(scan);
 	found = HeapTupleIsValid(tup);
 	if (found)
@@ -289,6 +297,25 @@ db_find_extension(char **schema, char **version)
 		if (version)
 			*version = isnull ? NULL : TextDatumGetCString(v);
 	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Inside a transaction: does a database of this name exist?  Read from the
+ * table itself, not its index: a worker connected to no database cannot
+ * open a shared index whose cache entry the server has not written yet (a
+ * fresh cluster), while pg_database's table is always at hand.  It has a row
+ * per database, so the scan costs nothing.
+ */
+bool
+db_database_exists(const char *name)
+{
+	Relation	rel = table_open(DatabaseRelationId, AccessShareLock);
+	SysScanDesc scan = scan_by_name(rel, Anum_pg_database_datname, InvalidOid, name);
+	bool		found = HeapTupleIsValid(systable_getnext(scan));
+
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return found;

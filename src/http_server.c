@@ -434,7 +434,10 @@ http_server_start(const HttpServerSettings *s, HttpServerError *error)
 						   MHD_OPTION_END);
 	if (mhd == NULL)
 		return fail(error, "retrying in 5 s",
-					"Check that elmo_oscp.port is free and the certificate and key match.",
+					tls ? "Check that no other process listens on elmo_oscp.port (ss -ltnp), "
+					"and that elmo_oscp.tls_cert_file and tls_key_file are a PEM certificate and its key."
+					: "Check that no other process listens on elmo_oscp.port (ss -ltnp), "
+					"or choose another port and restart the server.",
 					"cannot listen on %s:%d%s", s->listen_address, s->port, tls ? " (TLS)" : "");
 	return true;
 }

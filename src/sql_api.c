@@ -153,14 +153,20 @@ elmo_worker_info(PG_FUNCTION_ARGS)
 
 /* ---------------------------------------------------------------- elmo_wait */
 
+/* The timeout in µs: 0 reads the state once; a negative one is a mistake. */
 static int64
 wait_timeout_us(Interval *iv)
 {
 	double		us = (double) iv->time +
 		((double) iv->day + (double) iv->month * DAYS_PER_MONTH) * USECS_PER_DAY;
 
-	if (us <= 0)
-		return 0;
+	if (us < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("elmo_wait's timeout must not be negative, got %s",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 errdetail("It is how long to wait for the message's outcome."),
+				 errhint("Omit it to wait up to 10 s, or pass for example '30s'; '0' reads the state without waiting.")));
 	return us > (double) 365 * USECS_PER_DAY ? 365 * USECS_PER_DAY : (int64) us;
 }
 

@@ -351,7 +351,7 @@ wait_for_database(void)
 		if (ShutdownRequestPending)
 			proc_exit(1);
 		StartTransactionCommand();
-		exists = OidIsValid(get_database_oid(elmo_database, true));
+		exists = db_database_exists(elmo_database);
 		CommitTransactionCommand();
 		if (exists)
 		{
@@ -370,13 +370,33 @@ wait_for_database(void)
 	}
 }
 
+/*
+ * The first start after the server starts tries the database at once (it is
+ * nearly always there).  When it is not, PostgreSQL's FATAL would be the
+ * first thing the log says about us: keep it out of the log, and let the next
+ * start say it in our own words (wait_for_database).
+ */
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void
+quiet_missing_database(ErrorData *edata)
+{
+	if (edata->elevel == FATAL && edata->sqlerrcode == ERRCODE_UNDEFINED_DATABASE)
+		edata->output_to_server = false;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 static void
 connect_to_database(void)
 {
 	wait_for_database();
 	/* if this connection is FATAL (no such database), the next start waits quietly */
 	shmem_set_database_ok(false);
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = quiet_missing_database;
 	BackgroundWorkerInitializeConnection(elmo_database, NULL, 0);
+	emit_log_hook = prev_emit_log_hook;
 	shmem_set_database_ok(true);
 	SetConfigOption("application_name", ELMO_WORKER_NAME, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(ELMO_WORKER_NAME);

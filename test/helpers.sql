@@ -79,15 +79,19 @@ BEGIN
     END LOOP;
 END $$;
 
--- A day-ahead body: 24 hourly blocks of local day [day] at [kw].
-CREATE OR REPLACE FUNCTION test.day_body(group_id text, day date, kw numeric) RETURNS text
+-- A day-ahead body: 24 hourly blocks of local day [day], one capacity per hour.
+CREATE OR REPLACE FUNCTION test.day_body(group_id text, day date, caps numeric[]) RETURNS text
     LANGUAGE sql STABLE AS $$
     SELECT json_build_object('group_id', group_id, 'type', 'CONSUMPTION', 'forecasted_blocks',
-             json_agg(json_build_object('capacity', kw, 'phase', 'ALL', 'unit', 'KW',
+             json_agg(json_build_object('capacity', caps[h + 1], 'phase', 'ALL', 'unit', 'KW',
                       'start_time', _elmo_ts(_elmo_day_start(day) + h * interval '1 hour'),
                       'end_time', _elmo_ts(_elmo_day_start(day) + (h + 1) * interval '1 hour'))
                       ORDER BY h))::text
       FROM generate_series(0, 23) h $$;
+
+-- ... at [kw] every hour.
+CREATE OR REPLACE FUNCTION test.day_body(group_id text, day date, kw numeric) RETURNS text
+    LANGUAGE sql STABLE AS $$ SELECT test.day_body(group_id, day, array_fill(kw, ARRAY[24])) $$;
 
 -- An emergency body: one block [from, to) at [kw].
 CREATE OR REPLACE FUNCTION test.emergency_body(group_id text, from_ts timestamptz, to_ts timestamptz, kw numeric) RETURNS text

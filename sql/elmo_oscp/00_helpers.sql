@@ -1,6 +1,8 @@
 -- What every other part uses: the C functions of the library, settings, ELMO's
--- local calendar.  Objects land in the extension's schema (public by default),
--- so the names in the README work unqualified.
+-- local calendar.  Objects land in the extension's schema (public by default;
+-- CREATE EXTENSION elmo_oscp SCHEMA elmo is what the README recommends).  The
+-- worker and every function a CSMS calls put that schema on their search_path,
+-- so the parts name each other unqualified.
 --
 -- This file and every part not named *schema* is code: each statement can run
 -- again (CREATE OR REPLACE), because every update script runs them all again

@@ -158,7 +158,9 @@ CREATE TABLE elmo_outbox (
     -- md5 of the token the last attempt was authorized with: a 401/403 answer
     -- to a token that has been rotated since the request left is a retry, not
     -- a lock-out
-    token_fingerprint text
+    token_fingerprint text,
+    -- when elmo_retry queued it again after it failed: max_retry_age counts from here
+    retried_at      timestamptz
 );
 CREATE INDEX elmo_outbox_due ON elmo_outbox (next_attempt_at, id)
     WHERE state IN ('queued', 'sending');

@@ -135,12 +135,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM _elmo_registration_changed();
-    PERFORM pg_notify('elmo_registration', json_build_object(
-        'state', v_state,
-        'event', CASE WHEN $2 = 'handshake' THEN 'handshake'
-                      WHEN $3 = 'DELETE' THEN 'unregister'
-                      WHEN $3 = 'PUT' THEN 'register_update'
-                      ELSE 'register' END)::text);
+    PERFORM _elmo_notify_registration(CASE WHEN $2 = 'handshake' THEN 'handshake'
+                                           WHEN $3 = 'DELETE' THEN 'unregister'
+                                           WHEN $3 = 'PUT' THEN 'register_update'
+                                           ELSE 'register' END);
 END
 $fn$;
 
@@ -267,7 +265,8 @@ CREATE OR REPLACE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
     SELECT min(coalesce(m.next_apply_at, m.received_at)) FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed') $$;
 
--- For GET /health: registration state and inbound backlog; no token, no URL.
+-- For GET /health: registration state (the words of elmo_registration_status)
+-- and inbound backlog; no token, no URL.
 CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
     LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT jsonb_build_object(
@@ -276,7 +275,7 @@ CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
                         'elmo_version', g.elmo_version, 'heartbeat_interval', g.heartbeat_interval,
                         'elmo_offline_mode_at', g.elmo_offline_mode_at)
                        FROM elmo_registration g WHERE g.id = 1),
-                    '{"state": "none", "connected": false}'::jsonb)
+                    '{"state": "not_registered", "connected": false}'::jsonb)
            || (SELECT jsonb_build_object('unapplied', count(*),
                                          'apply_failed', count(*) FILTER (WHERE m.state = 'apply_failed'),
                                          'oldest_unapplied_at', min(m.received_at))
@@ -306,7 +305,7 @@ CREATE OR REPLACE VIEW elmo_unapplied AS
 -- propagate; the caller's transaction then rolls back and the message stays
 -- as it was).  Returns the new state.
 CREATE OR REPLACE FUNCTION elmo_replay(message_id bigint) RETURNS text
-    LANGUAGE plpgsql VOLATILE AS $fn$
+    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN
@@ -329,7 +328,7 @@ $fn$;
 
 -- Gives up on an unapplied message, recording why.
 CREATE OR REPLACE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $fn$
+    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN

@@ -3,7 +3,22 @@
 -- It is what the CSMS reads: granted to PUBLIC.  Every forecast answered 204
 -- counts from its start, applied or not: a CSMS trigger that fails delays its
 -- own reaction, never what ELMO assigned.  Plans are ordered by receipt, so a
--- late application never changes which one is in force.
+-- late application never changes which one is in force.  Every function a
+-- CSMS calls here sets its search_path to the extension's schema, so it works
+-- called by its qualified name (elmo.elmo_capacity_at) from any session.
+
+-- ---------------------------------------------------------------- ELMO's days
+
+-- Today and tomorrow in ELMO's zone (elmo_oscp.timezone), whatever the
+-- session's TimeZone: current_date + 1 in a UTC session names Taipei's today
+-- from 00:00 to 08:00 Taipei time.
+CREATE OR REPLACE FUNCTION elmo_today() RETURNS date
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp
+    AS $$ SELECT _elmo_local_day(now()) $$;
+
+CREATE OR REPLACE FUNCTION elmo_tomorrow() RETURNS date
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp
+    AS $$ SELECT _elmo_local_day(now()) + 1 $$;
 
 -- ---------------------------------------------------------------- capacity in force
 
@@ -14,7 +29,7 @@
 -- Capacities are compared as sent (ELMO always sends KW).
 CREATE OR REPLACE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
         OUT capacity numeric, OUT unit text, OUT kind text, OUT forecast_id bigint)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SET search_path = @extschema@, pg_temp
     SET plan_cache_mode = force_generic_plan    -- planning would cost 5x the lookup
     AS $fn$
 BEGIN
@@ -46,14 +61,16 @@ $fn$;
 
 -- The capacity in force for a group at an instant (NULL: nothing known).
 CREATE OR REPLACE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
-    LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
+    LANGUAGE plpgsql STABLE SET search_path = @extschema@, pg_temp
+    AS $$ BEGIN RETURN (_elmo_capacity_resolve($1, $2)).capacity; END $$;
 
--- The resolved schedule of a local day: contiguous, non-overlapping segments,
--- equal neighbours merged, unknown stretches left out.
-CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date)
+-- The resolved schedule of a local day (by default ELMO's tomorrow):
+-- contiguous, non-overlapping segments, equal neighbours merged, unknown
+-- stretches left out.
+CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date DEFAULT elmo_tomorrow())
     RETURNS TABLE(start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
                   kind text, forecast_id bigint)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
     WITH d AS (
         SELECT _elmo_day_start($2) AS d0, _elmo_day_start($2 + 1) AS d1
     ), pts AS (
@@ -93,7 +110,7 @@ CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date)
 CREATE OR REPLACE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
                                      capacity numeric, kind text, forecast_id bigint)
     RETURNS timestamptz
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
     SELECT p.t
       FROM (SELECT DISTINCT v.x AS t
               FROM capacity_forecast f
@@ -122,3 +139,57 @@ CREATE OR REPLACE VIEW elmo_capacity_now AS
     SELECT g.group_id, r.capacity, r.kind, r.forecast_id,
            _elmo_capacity_until(g.group_id, now(), r.capacity, r.kind, r.forecast_id) AS until
       FROM g LEFT JOIN LATERAL _elmo_capacity_resolve(g.group_id, now()) r ON true;
+
+-- ---------------------------------------------------------------- a day's plan, hour by hour
+
+-- One row per hour of a local day (by default ELMO's tomorrow), for a table
+-- or a plot: the capacity in force (the lowest during the hour: what the CSMS
+-- must stay under for all of it), what decided it (decided_by: day_ahead,
+-- additional_reply, emergency or contract), and the values it was decided
+-- from: ELMO's 10:00 assignment, what this CSMS asked for, what ELMO's reply
+-- granted, the lowest emergency, the contract capacity.  bar draws the
+-- capacity as #s, 40 for the day's largest.
+CREATE OR REPLACE FUNCTION elmo_day_plan(group_id text, day date DEFAULT elmo_tomorrow())
+    RETURNS TABLE(hour int, start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
+                  decided_by text, forecast_id bigint, assigned numeric, asked numeric, granted numeric,
+                  emergency numeric, contract numeric, bar text)
+    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
+    WITH h AS (
+        SELECT t AS s, t + interval '1 hour' AS e,
+               extract(hour FROM t AT TIME ZONE _elmo_tz())::int AS hr
+          FROM generate_series(_elmo_day_start($2), _elmo_day_start($2 + 1) - interval '1 hour',
+                               interval '1 hour') t
+    ), sched AS (
+        SELECT * FROM elmo_capacity_schedule($1, $2)
+    ), plan AS (          -- the latest forecast of each kind for the day
+        SELECT DISTINCT ON (f.kind) f.kind, f.id
+          FROM capacity_forecast f
+         WHERE f.group_id = $1 AND f.forecast_day = $2 AND f.kind IN ('day_ahead', 'additional_reply')
+         ORDER BY f.kind, f.received_at DESC, f.id DESC
+    ), req AS (
+        SELECT a.hourly_kw FROM elmo_adjust_request a
+         WHERE a.group_id = $1 AND a.day = $2 AND a.state IN ('pending', 'answered')
+         ORDER BY a.id DESC LIMIT 1
+    ), hourly AS (
+        SELECT h.hr, h.s, h.e, low.capacity, low.unit, low.kind, low.forecast_id,
+               (SELECT b.capacity FROM plan p JOIN capacity_forecast_block b ON b.forecast_id = p.id
+                 WHERE p.kind = 'day_ahead' AND b.start_time <= h.s AND b.end_time > h.s) AS assigned,
+               (SELECT r.hourly_kw[h.hr + 1] FROM req r) AS asked,
+               (SELECT b.capacity FROM plan p JOIN capacity_forecast_block b ON b.forecast_id = p.id
+                 WHERE p.kind = 'additional_reply' AND b.start_time <= h.s AND b.end_time > h.s) AS granted,
+               (SELECT min(b.capacity) FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
+                 WHERE f.group_id = $1 AND f.kind = 'emergency'
+                   AND b.start_time < h.e AND b.end_time > h.s) AS emergency,
+               (SELECT s.contract_capacity_kw FROM elmo_group_settings s WHERE s.group_id = $1) AS contract
+          FROM h
+          LEFT JOIN LATERAL (
+                SELECT sc.capacity, sc.unit, sc.kind, sc.forecast_id FROM sched sc
+                 WHERE sc.start_time < h.e AND sc.end_time > h.s
+                 ORDER BY sc.capacity, sc.kind <> 'emergency', sc.kind = 'contract', sc.start_time
+                 LIMIT 1) low ON true
+    )
+    SELECT r.hr, r.s, r.e, r.capacity, r.unit, r.kind, r.forecast_id, r.assigned, r.asked, r.granted,
+           r.emergency, r.contract,
+           repeat('#', coalesce(round(40 * r.capacity / nullif(max(r.capacity) OVER (), 0))::int, 0))
+      FROM hourly r
+     ORDER BY r.s $$;

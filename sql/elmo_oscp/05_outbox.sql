@@ -167,7 +167,40 @@ BEGIN
 END;
 $$;
 
--- NOTIFY elmo_registration, as the inbound side does: {"state", "event", "connected", "error"}.
+-- The registration, for a message about a station (usage, adjust request,
+-- compliance error): raises when ELMO would take none, rather than park the
+-- message for a handshake that never comes.  That is after our DELETE
+-- register, from when it is queued.
+CREATE OR REPLACE FUNCTION _elmo_registration_open() RETURNS elmo_registration
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r elmo_registration := _elmo_registration();
+    bye elmo_outbox;
+BEGIN
+    -- (a register has no group: the partial index on undelivered messages finds it at once)
+    SELECT * INTO bye FROM elmo_outbox o
+     WHERE o.group_id IS NULL AND o.state NOT IN ('delivered', 'failed')
+       AND o.message = 'register' AND o.method = 'DELETE' AND o.id > coalesce(r.register_outbox_id, 0)
+     ORDER BY o.id DESC LIMIT 1;
+    IF r.state = 'unregistered' OR bye.id IS NOT NULL THEN
+        RAISE EXCEPTION 'this CSMS %', CASE WHEN r.state = 'unregistered' THEN 'is unregistered from ELMO'
+                                            ELSE 'is unregistering from ELMO' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN r.state = 'unregistered'
+                                THEN 'ELMO accepted our DELETE register and takes no messages from this CSMS until it registers again.'
+                                ELSE format('Our DELETE register (elmo_outbox id %s) is %s; ELMO takes no messages after it.',
+                                            bye.id, bye.state) END,
+                  HINT = 'To talk to ELMO again, register: SELECT elmo_register(' || quote_literal(r.elmo_url)
+                         || ', ''<initial token>'');';
+    END IF;
+    RETURN r;
+END;
+$$;
+
+-- NOTIFY elmo_registration: every event, from either side, with the same
+-- keys {"state", "event", "connected", "error"}, read from the registration
+-- as the event left it.
 CREATE OR REPLACE FUNCTION _elmo_notify_registration(event text) RETURNS void
     LANGUAGE sql
     AS $$
@@ -315,8 +348,9 @@ CREATE OR REPLACE FUNCTION _elmo_record_accepted(message text, method text) RETU
     AS $$
 BEGIN
     IF message = 'handshake_acknowledge' THEN
+        -- (while locked out, an acknowledge that was already on its way changes nothing)
         UPDATE elmo_registration g
-           SET connected = true, connected_at = now(), updated_at = now(),
+           SET connected = g.state <> 'locked_out', connected_at = now(), updated_at = now(),
                last_error = CASE WHEN g.state = 'locked_out' THEN g.last_error END
          WHERE g.id = 1;
         PERFORM _elmo_registration_changed();
@@ -331,8 +365,8 @@ END;
 $$;
 
 -- 429, 5xx, no answer: queued again with backoff; false when out of attempts
--- (elmo_oscp.max_attempts) or too old (elmo_oscp.max_retry_age): the caller
--- then records a failure.
+-- (elmo_oscp.max_attempts) or too old (elmo_oscp.max_retry_age, from its
+-- queueing or its elmo_retry): the caller then records a failure.
 CREATE OR REPLACE FUNCTION _elmo_record_retry(m elmo_outbox, http_status int, error text,
                                               response_body text, timing jsonb)
     RETURNS boolean
@@ -340,7 +374,7 @@ CREATE OR REPLACE FUNCTION _elmo_record_retry(m elmo_outbox, http_status int, er
     AS $$
 BEGIN
     IF m.attempts >= _elmo_setting('max_attempts')::int
-       OR now() - m.created_at >= _elmo_setting('max_retry_age')::interval THEN
+       OR now() - coalesce(m.retried_at, m.created_at) >= _elmo_setting('max_retry_age')::interval THEN
         RETURN false;
     END IF;
     UPDATE elmo_outbox o
@@ -353,8 +387,9 @@ $$;
 
 -- 401, 403 bad token: ELMO no longer accepts the token.  Unless it changed
 -- since the request left (then the message goes again with the new one), the
--- registration is locked out and everything ELMO-bound is held until an
--- administrator's new initial token and elmo_register.
+-- registration is locked out (and not connected: ELMO takes nothing from
+-- us) and everything ELMO-bound is held until an administrator's new initial
+-- token and elmo_register.
 CREATE OR REPLACE FUNCTION _elmo_record_locked_out(m elmo_outbox, r elmo_registration, http_status int,
                                                    error text, response_body text, timing jsonb)
     RETURNS void
@@ -375,7 +410,7 @@ BEGIN
     UPDATE elmo_outbox o SET state = 'held'
      WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
     UPDATE elmo_registration g
-       SET state = 'locked_out', updated_at = now(),
+       SET state = 'locked_out', connected = false, updated_at = now(),
            last_error = 'ELMO refused our ' || m.message || ' (' || $4 || '). ELMO no longer accepts '
                         || CASE m.auth WHEN 'initial' THEN 'the initial token' ELSE 'the token it gave us' END
                         || '. Ask ELMO''s administrator for a new initial token, then run '

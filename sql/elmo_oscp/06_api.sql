@@ -99,7 +99,10 @@ BEGIN
 END;
 $$;
 
--- PUT register: tell ELMO a new token of ours and/or a new public URL (capture 50a, silent).
+-- PUT register: tell ELMO a new token of ours and/or a new public URL (capture
+-- 50a, silent).  Of the four tokens it rotates ours only: our_token gets a new
+-- one, the old one becomes previous_token (accepted until ELMO uses the new
+-- one); ELMO's token and the initial token stay.
 CREATE OR REPLACE FUNCTION elmo_update_registration(public_url text DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$
@@ -189,7 +192,10 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       DETAIL = format('Requests for tomorrow are taken until %s (%s); it is %s.',
                                       to_char(deadline, 'HH24:MI'), _elmo_tz(), to_char(local_time, 'HH24:MI:SS')),
-                      HINT = 'ELMO''s 10:00 plan stays in force for tomorrow; an emergency may still change it.';
+                      HINT = format('ELMO''s 10:00 plan for %s stays in force (an emergency may still change it). '
+                                    'The next request is for %s: tomorrow (%s) from 10:00, when ELMO''s assignment '
+                                    'for that day has arrived, until %s.',
+                                    day, today + 2, today + 1, to_char(deadline, 'HH24:MI'));
         END IF;
         IF EXISTS (SELECT 1 FROM elmo_adjust_request a
                     WHERE a.group_id = _elmo_adjust_guard.group_id AND a.day = _elmo_adjust_guard.day
@@ -206,6 +212,39 @@ BEGIN
         RAISE WARNING 'no day-ahead assignment for group % and % was received', group_id, day
             USING DETAIL = 'ELMO answers 404 to a request without its 10:00 assignment; the message then fails.',
                   HINT = 'ELMO sends the assignment for tomorrow before 10:00 local time.';
+    END IF;
+END;
+$$;
+
+-- A warning when a capacity asked is far beyond anything ELMO deals in for
+-- that station and day: at least 100 times the most it assigned for the day
+-- or the contract capacity, whichever is larger.  W typed where kW is meant
+-- is 1,000 times too much, and ELMO's 16:00 reply grants what was asked.
+CREATE OR REPLACE FUNCTION _elmo_adjust_scale_check(group_id text, day date, hourly_kw numeric[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    known numeric;
+    worst numeric;
+    hour int;
+BEGIN
+    SELECT greatest(max(b.capacity), max(s.contract_capacity_kw)) INTO known
+      FROM (SELECT 1) one
+      LEFT JOIN capacity_forecast f
+             ON f.group_id = _elmo_adjust_scale_check.group_id AND f.forecast_day = _elmo_adjust_scale_check.day
+            AND f.kind = 'day_ahead'
+      LEFT JOIN capacity_forecast_block b ON b.forecast_id = f.id AND upper(b.unit) = 'KW'
+      LEFT JOIN elmo_group_settings s ON s.group_id = _elmo_adjust_scale_check.group_id;
+    IF coalesce(known, 0) <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT v, h - 1 INTO worst, hour FROM unnest(hourly_kw) WITH ORDINALITY AS x(v, h)
+     WHERE v >= 100 * known ORDER BY v DESC, h LIMIT 1;
+    IF FOUND THEN
+        RAISE WARNING 'asking % kW for %:00 on %: % times the most ELMO assigned that day or the contract capacity (% kW)',
+                      worst, to_char(hour, 'FM00'), day, trunc(worst / known), known
+            USING DETAIL = 'Capacities are in kW; a value in W is 1,000 times too large. ELMO''s 16:00 reply grants what was asked.',
+                  HINT = 'If it is a mistake, ROLLBACK (or, once committed, ask ELMO''s administrator to answer the request before 16:00).';
     END IF;
 END;
 $$;
@@ -234,8 +273,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'ELMO reads them as kW.',
                   HINT = 'Pass absolute capacities in kW, not deltas.';
     END IF;
-    PERFORM _elmo_registration();
+    PERFORM _elmo_registration_open();
     PERFORM _elmo_adjust_guard(g, d, now());
+    PERFORM _elmo_adjust_scale_check(g, d, hourly_kw);
     IF EXISTS (SELECT 1 FROM unnest(hourly_kw) v WHERE v <> trunc(v)) THEN
         RAISE WARNING 'ELMO rounds capacities to whole kW: %', hourly_kw
             USING DETAIL = 'Its 16:00 reply carries the rounded values.',
@@ -266,6 +306,38 @@ CREATE OR REPLACE FUNCTION elmo_adjust_capacity(group_id text, capacity_kw numer
     RETURNS bigint
     LANGUAGE sql SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS $$ SELECT elmo_adjust_capacity(group_id, array_fill(capacity_kw, ARRAY[24]), day) $$;
+
+-- A capacity written as a quoted literal: '250', '{250,...}', or a mistake
+-- such as '100kW'.  A quoted literal has no type, and with only the numeric
+-- and numeric[] functions PostgreSQL could not choose and said "function is
+-- not unique"; this one takes it and names the argument when it is no number.
+CREATE OR REPLACE FUNCTION elmo_adjust_capacity(group_id text, capacity_kw text, day date DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
+    AS $$
+DECLARE
+    one numeric;
+    many numeric[];
+BEGIN
+    BEGIN
+        IF btrim(capacity_kw) LIKE '{%' THEN
+            many := capacity_kw::numeric[];
+        ELSE
+            one := capacity_kw::numeric;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'capacity_kw must be a number of kW, got %', quote_literal(capacity_kw)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'elmo_adjust_capacity takes one capacity in kW for every hour, or an array of 24 hourly capacities in kW; no unit is written.',
+                  HINT = format('For example elmo_adjust_capacity(%L, 250), or elmo_adjust_capacity(%L, ARRAY[...24 values...]).',
+                                group_id, group_id);
+    END;
+    IF many IS NOT NULL THEN
+        RETURN elmo_adjust_capacity(group_id, many, day);
+    END IF;
+    RETURN elmo_adjust_capacity(group_id, one, day);
+END;
+$$;
 
 -- update_group_measurements body for one reading (spec: ELMO's example).
 CREATE OR REPLACE FUNCTION _elmo_usage_body(group_id text, kwh numeric, measured_at timestamptz) RETURNS text
@@ -301,8 +373,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It becomes measure_time.',
                   HINT = 'Omit it to report the reading as of now().';
     END IF;
-    PERFORM _elmo_registration();
+    PERFORM _elmo_registration_open();
     SELECT * INTO prior FROM elmo_usage_last l WHERE l.group_id = g FOR UPDATE;
+    -- a group's first reading: once, not at every report of a station ELMO has not assigned yet
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM capacity_forecast f WHERE f.group_id = g) THEN
+        RAISE WARNING 'ELMO has assigned no capacity to group % yet', g
+            USING DETAIL = 'ELMO answers 400 to measurements of a station it does not know; the message then fails.',
+                  HINT = 'Use the group_id of ELMO''s forecasts (capacity_forecast.group_id), the station id ELMO assigned.';
+    END IF;
     IF FOUND AND kwh < prior.kwh AND NOT coalesce(allow_decrease, false) THEN
         RAISE EXCEPTION 'reading for group % went down: % kWh after % kWh', g, kwh, prior.kwh
             USING ERRCODE = 'invalid_parameter_value',
@@ -363,6 +441,7 @@ BEGIN
     body := '{"message":' || to_json(message)::text
             || CASE WHEN blocks_text IS NOT NULL THEN ',"forecasted_blocks":[' || blocks_text || ']' ELSE '' END
             || '}';
+    PERFORM _elmo_registration_open();
     RETURN _elmo_enqueue('group_capacity_compliance_error', body, f.group_id, f.request_id);
 END;
 $$;
@@ -380,10 +459,23 @@ DECLARE
     body text;
 BEGIN
     PERFORM _elmo_wake();
-    IF name IS NULL OR name !~ '^[a-z_]+$' THEN
+    IF name IS NULL OR name NOT IN ('register', 'handshake', 'update_group_capacity_forecast') THEN
         RAISE EXCEPTION 'invalid callback name %', coalesce(quote_literal(name), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'The testbed triggers register, handshake and update_group_capacity_forecast.',
+                  HINT = 'For example elmo_trigger_callback(''update_group_capacity_forecast'', ''emergency_assign_capacity'', ''<group_id>'', 50).';
+    END IF;
+    IF name = 'update_group_capacity_forecast'
+       AND (purpose IS NULL OR purpose NOT IN ('negotiation_assign_capacity',
+                                               'negotiation_reply_request_additional_capacity',
+                                               'emergency_assign_capacity')
+            OR group_id IS NULL OR capacity_kw IS NULL) THEN
+        RAISE EXCEPTION 'a triggered forecast needs a purpose, a group_id and a capacity_kw'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got purpose %s, group_id %s, capacity_kw %s. The purpose is negotiation_assign_capacity, '
+                                  'negotiation_reply_request_additional_capacity or emergency_assign_capacity.',
+                                  coalesce(quote_literal(purpose), 'NULL'), coalesce(quote_literal(group_id), 'NULL'),
+                                  coalesce(capacity_kw::text, 'NULL')),
                   HINT = 'For example elmo_trigger_callback(''update_group_capacity_forecast'', ''emergency_assign_capacity'', ''<group_id>'', 50).';
     END IF;
     IF capacity_kw IS NOT NULL AND (capacity_kw < 0 OR capacity_kw IN ('NaN', 'Infinity')) THEN
@@ -458,7 +550,7 @@ SELECT coalesce(r.state, 'not_registered') AS state,
 -- The outbox without bodies (tokens never appear in it).
 CREATE OR REPLACE VIEW elmo_outbox_status AS
 SELECT id, message, method, group_id, state, attempts, last_status, last_error, next_attempt_at,
-       created_at, sent_at, delivered_at, request_id, correlation_id, response_body, timing
+       created_at, sent_at, delivered_at, request_id, correlation_id, response_body, timing, retried_at
   FROM elmo_outbox;
 
 CREATE OR REPLACE VIEW elmo_usage_skipped AS
@@ -493,3 +585,67 @@ CREATE OR REPLACE FUNCTION elmo_status()
 CREATE OR REPLACE FUNCTION elmo_wait(id bigint, timeout interval DEFAULT '10s') RETURNS text
     LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp
     AS 'MODULE_PATHNAME', 'elmo_wait';
+
+-- Send a failed message again: queued at once with its X-Request-ID, a fresh
+-- count of attempts, and elmo_oscp.max_retry_age counted from now.  Refused
+-- where sending it again would be wrong: a register or trigger-callback (its
+-- token was scrubbed from the stored body: call the function again), a usage
+-- reading a later one superseded (ELMO would see the reading go down), an
+-- adjust request ELMO's rules no longer allow (a day other than tomorrow,
+-- after the deadline, another request for that day).
+CREATE OR REPLACE FUNCTION elmo_retry(id bigint) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp
+    AS $$
+DECLARE
+    m elmo_outbox;
+    later bigint;
+    adj elmo_adjust_request;
+BEGIN
+    PERFORM _elmo_wake();
+    SELECT * INTO m FROM elmo_outbox o WHERE o.id = elmo_retry.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no message % in elmo_outbox', coalesce(elmo_retry.id::text, 'NULL')
+            USING ERRCODE = 'no_data_found', DETAIL = 'It was never queued, or retention removed it.',
+                  HINT = 'SELECT id, message, state, last_error FROM elmo_outbox_status WHERE state = ''failed'';';
+    END IF;
+    IF m.state <> 'failed' THEN
+        RAISE EXCEPTION 'message % is %, not failed', m.id, m.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only a failed message is sent again; the worker retries the others by itself.',
+                  HINT = format('SELECT elmo_wait(%s) waits for its outcome.', m.id);
+    END IF;
+    IF m.message = 'register' OR m.message LIKE 'trigger-callback/%' THEN
+        RAISE EXCEPTION 'a failed % is not sent again', m.message
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its body carried a token, which was removed from it once it failed.',
+                  HINT = CASE WHEN m.message = 'register'
+                              THEN 'Call elmo_register (or elmo_update_registration, elmo_unregister) again.'
+                              ELSE 'Call elmo_trigger_callback again.' END;
+    END IF;
+    IF _elmo_is_business(m.message) THEN
+        PERFORM _elmo_registration_open();
+    END IF;
+    IF m.message = 'update_group_measurements' THEN
+        SELECT l.outbox_id INTO later FROM elmo_usage_last l WHERE l.group_id = m.group_id AND l.outbox_id > m.id;
+        IF later IS NOT NULL THEN
+            RAISE EXCEPTION 'a later reading of group % was queued since (message %)', m.group_id, later
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'ELMO reads each value as a cumulative reading: an older one sent now would make it go down.',
+                      HINT = 'The later reading carries the energy of this one; nothing needs sending again.';
+        END IF;
+    ELSIF m.message = 'adjust_group_capacity_forecast' THEN
+        SELECT * INTO adj FROM elmo_adjust_request a WHERE a.outbox_id = m.id FOR UPDATE;
+        IF FOUND THEN
+            PERFORM _elmo_adjust_guard(adj.group_id, adj.day, now());
+            -- with the guards off, as a new request does, it replaces a pending one
+            UPDATE elmo_adjust_request a SET state = 'expired', closed_at = now()
+             WHERE a.group_id = adj.group_id AND a.day = adj.day AND a.state = 'pending';
+            UPDATE elmo_adjust_request a SET state = 'pending', closed_at = NULL WHERE a.id = adj.id;
+        END IF;
+    END IF;
+    UPDATE elmo_outbox o
+       SET state = 'queued', attempts = 0, next_attempt_at = now(), retried_at = now()
+     WHERE o.id = m.id;
+    RETURN m.id;
+END;
+$$;

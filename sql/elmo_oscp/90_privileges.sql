@@ -14,12 +14,15 @@ REVOKE ALL ON _elmo_usage_skip FROM PUBLIC;
 -- The CSMS's own machinery may read the tables it works with.
 GRANT SELECT ON capacity_forecast, capacity_forecast_block TO PUBLIC;
 GRANT SELECT ON elmo_group_settings TO PUBLIC;
+-- what was asked for each day (elmo_day_plan shows it next to what was granted)
+GRANT SELECT ON elmo_adjust_request TO PUBLIC;
 GRANT SELECT ON elmo_capacity_now TO PUBLIC;
 
 -- ---------------------------------------------------------------- functions
 
 -- The capacity in force is what the CSMS reads.
-GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date)
+GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date),
+                          elmo_day_plan(text, date), elmo_today(), elmo_tomorrow()
     TO PUBLIC;
 
 -- Receipt and application: the worker's, and the DBA's (elmo_replay, elmo_discard).
@@ -41,7 +44,7 @@ REVOKE ALL ON FUNCTION
 REVOKE ALL ON FUNCTION
     _elmo_enqueue(text, text, text, text, text, text, text), _elmo_registration_changed(),
     _elmo_claim(int), _elmo_record(bigint, int, text, text, jsonb), _elmo_recover(),
-    _elmo_registration(boolean), _elmo_record_accepted(text, text),
+    _elmo_registration(boolean), _elmo_registration_open(), _elmo_record_accepted(text, text),
     _elmo_record_retry(elmo_outbox, int, text, text, jsonb),
     _elmo_record_locked_out(elmo_outbox, elmo_registration, int, text, text, jsonb),
     _elmo_record_not_connected(elmo_outbox, elmo_registration, int, text, text, jsonb),
@@ -52,10 +55,12 @@ REVOKE ALL ON FUNCTION
 REVOKE ALL ON FUNCTION
     elmo_register(text, text, text), elmo_update_registration(text), elmo_unregister(),
     elmo_adjust_capacity(text, numeric[], date), elmo_adjust_capacity(text, numeric, date),
+    elmo_adjust_capacity(text, text, date), elmo_retry(bigint),
     elmo_report_usage(text, numeric, timestamptz, boolean),
     elmo_report_compliance_error(bigint, text, jsonb),
     elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
-    _elmo_adjust_guard(text, date, timestamptz), _elmo_group_id(text)
+    _elmo_adjust_guard(text, date, timestamptz), _elmo_adjust_scale_check(text, date, numeric[]),
+    _elmo_group_id(text)
   FROM PUBLIC;
 
 -- The worker's periodic jobs.

@@ -2,7 +2,10 @@
 -- update script is this file followed by every code part of sql/elmo_oscp/
 -- (functions, views and privileges, created or replaced); see sql/README.md.
 --
--- Tables, sequences, indexes: 0.1.0 and 0.2.0 have the same ones.
+-- Tables: what 0.2.0 added to them, in the order 01_schema.sql has it.
+
+-- elmo_retry: a failed message queued again (no default: no table rewrite).
+ALTER TABLE elmo_outbox ADD COLUMN retried_at timestamptz;
 
 -- Functions 0.2.0 no longer has.
 DROP FUNCTION IF EXISTS _elmo_conf(text, text);         -- settings: _elmo_setting(name)

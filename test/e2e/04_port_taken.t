@@ -1,7 +1,7 @@
 # When elmo_oscp.port is taken, the worker says so (elmo_status, the log) and
 # keeps trying every few seconds: the listener comes up once the port is free.
 . "$(dirname "$0")/tap.sh"
-plan 4
+plan 6
 W=$(mktemp -d /tmp/elmo_port.XXXXXX); chmod 755 "$W"; [ "$(id -u)" -eq 0 ] && chown postgres: "$W"
 (
   port=$(free_port 23500)
@@ -15,6 +15,9 @@ W=$(mktemp -d /tmp/elmo_port.XXXXXX); chmod 755 "$W"; [ "$(id -u)" -eq 0 ] && ch
   wait_sql "(SELECT last_error FROM elmo_status()) LIKE 'cannot listen on 127.0.0.1:$port%'" 20
   ok $? "elmo_status() says the listener cannot bind"
   is "$(sql "SELECT listening FROM elmo_status()")" f "and that it is not listening"
+  hint=$(grep -A1 "cannot listen on 127.0.0.1:$port" "$CL_DIR/server.log" | grep -m1 'HINT:')
+  echo "$hint" | grep -q 'no other process listens on elmo_oscp.port'; ok $? "the log's hint says to free the port"
+  echo "$hint" | grep -qi 'certificate'; [ $? -ne 0 ]; ok $? "and, on a plain-HTTP listener, nothing about a certificate"
   kill $squatter; wait $squatter 2>/dev/null
   wait_sql "(SELECT listening FROM elmo_status())" 20
   ok $? "once the port is free the worker listens, without a restart"

@@ -4,6 +4,7 @@
 # within its group.
 . "$(dirname "$0")/tap.sh"
 plan 9
+export PGOPTIONS='-c client_min_messages=error'   # usage reports for stations ELMO never assigned capacity to warn
 SIM=http://127.0.0.1:$ELMO_SIM_PORT
 simpost() { curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d "$2" "$SIM$1"; }
 psql -Xq -v ON_ERROR_STOP=1 -f "$TOP/test/helpers.sql" >/dev/null

@@ -9,6 +9,7 @@
 # exactly when ELMO would refuse the base_url it sends (captures 01a-01d refused, 02 accepted).
 . "$(dirname "$0")/tap.sh"
 plan 14
+export PGOPTIONS='-c client_min_messages=error'   # usage reports for stations ELMO never assigned capacity to warn
 CAP=$TOP/test/captures/real-elmo-wire
 psql -Xq -v ON_ERROR_STOP=1 -f "$TOP/test/helpers.sql" >/dev/null
 sim="http://127.0.0.1:$ELMO_SIM_PORT"

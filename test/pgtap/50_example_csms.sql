@@ -9,15 +9,6 @@ SELECT plan(45);
 DROP SCHEMA IF EXISTS csms CASCADE;     -- left by a run that stopped half-way
 \ir ../../examples/csms.sql
 
--- A day-ahead body with one capacity per hour.
-CREATE FUNCTION pg_temp.day_body(group_id text, day date, caps numeric[]) RETURNS text
-    LANGUAGE sql STABLE AS $$
-    SELECT json_build_object('group_id', group_id, 'type', 'CONSUMPTION', 'forecasted_blocks',
-             json_agg(json_build_object('capacity', caps[h + 1], 'phase', 'ALL', 'unit', 'KW',
-                      'start_time', _elmo_ts(_elmo_day_start(day) + h * interval '1 hour'),
-                      'end_time', _elmo_ts(_elmo_day_start(day) + (h + 1) * interval '1 hour'))
-                      ORDER BY h))::text
-      FROM generate_series(0, 23) h $$;
 -- An instant of a local day: tomorrow at 12:30 is pg_temp.at(1, '12:30').
 CREATE FUNCTION pg_temp.at(days int, hhmm text) RETURNS timestamptz
     LANGUAGE sql STABLE AS $$ SELECT _elmo_day_start(_elmo_local_day(now()) + days) + hhmm::interval $$;
@@ -54,7 +45,7 @@ SELECT ok(bool_and(s.total <= s.cap AND s.total >= least(s.cap, 229) - 0.4), 'th
 
 -- ---------------------------------------------------------------- ELMO's day-ahead assignment for tomorrow
 SELECT is((test.post('update_group_capacity_forecast',
-                     pg_temp.day_body('EX-S1', _elmo_local_day(now()) + 1,
+                     test.day_body('EX-S1', _elmo_local_day(now()) + 1,
                                       array_fill(300, '{8}') || array_fill(100, '{10}') || array_fill(40, '{6}')::numeric[]))).status,
           204, 'day-ahead for EX-S1 tomorrow: 300 kW 00-08, 100 kW 08-18, 40 kW 18-24, over HTTP');
 SELECT is(kind, 'day_ahead', 'stored as a day-ahead assignment') FROM capacity_forecast WHERE group_id = 'EX-S1';

@@ -2,7 +2,7 @@
 -- simulator.  Each statement commits (no surrounding transaction): the worker
 -- only ever sees committed messages.
 \ir ../helpers.sql
-SELECT plan(44);
+SELECT plan(45);
 SET client_min_messages = error;    -- http:// public URL: elmo_register warns
 
 -- what the simulator received: one row per request, oldest first
@@ -117,6 +117,7 @@ SELECT pg_temp.sim('POST', '/sim/fault', '{"status":403,"count":1,"message":"Inv
 INSERT INTO ids SELECT 'l1', elmo_report_usage('B6734_AE0100_00848825118', 3000);
 SELECT is(elmo_wait((SELECT id FROM ids WHERE name = 'l1'), '3s'), 'held', '403 Invalid authorization token: held');
 SELECT is(state, 'locked_out', 'registration locked out') FROM elmo_registration;
+SELECT is(connected, false, 'and not connected: ELMO takes nothing from us') FROM elmo_registration_status;
 SELECT matches(hint, 'new initial token', 'the status view says what to do') FROM elmo_registration_status;
 INSERT INTO ids SELECT 'l2', elmo_report_usage('B6734_AE0100_00848825118', 3001);
 SELECT is(elmo_wait((SELECT id FROM ids WHERE name = 'l2'), '1s'), 'held', 'later messages are held, not sent');

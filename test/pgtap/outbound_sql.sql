@@ -4,7 +4,7 @@
 \ir ../helpers.sql
 SELECT test.reset();
 BEGIN;
-SELECT plan(104);
+SELECT plan(106);
 SET LOCAL elmo_oscp.enforce_deadlines = on;
 SET LOCAL client_min_messages = error;   -- the warnings are the point of some calls
 
@@ -179,6 +179,12 @@ SELECT is(o.body, '{"token":"' || r.our_token || '","version_url":[{"version":"2
   FROM elmo_outbox o, elmo_registration r WHERE o.id = (SELECT id FROM ids WHERE name = 'delete') AND o.method = 'DELETE';
 SELECT is((SELECT array_agg(url ORDER BY id) FROM _elmo_claim(100) WHERE method <> 'POST'),
           ARRAY['https://elmo.example.com/oscp/2.0/register'], 'register messages go one at a time, in order');
+SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 2000)$$, '55000', 'this CSMS is unregistering from ELMO',
+                 'once DELETE register is queued, a message about a station is refused, not parked');
+UPDATE elmo_outbox SET state = 'sending' WHERE id = (SELECT id FROM ids WHERE name = 'delete');
+SELECT _elmo_record((SELECT id FROM ids WHERE name = 'delete'), 400, NULL,
+                    '{"message":"bad request","error":"Bad Request","statusCode":400}', NULL);
+SELECT lives_ok($$SELECT _elmo_registration_open()$$, 'ELMO refused the DELETE: such messages are taken again');
 
 -- ---------------------------------------------------------------- adjust (captures 25a, 25b)
 SELECT throws_ok($$SELECT _elmo_adjust_guard('pgtap-out-g1', '2026-11-27', '2026-11-25 13:59:59+08')$$, '22023', NULL,
