@@ -9,8 +9,9 @@ src=$(dirname "$0")
 # The layer of each file; a new file must be placed here.
 layer() {
 	case "$1" in
-		no_postgres|routes|http_client) echo 0 ;;
-		http_server) echo 1 ;;
+		no_postgres|routes|http_client|addresses) echo 0 ;;
+		connections) echo 1 ;;
+		http_server) echo 2 ;;
 		compat) echo 10 ;;
 		settings|shmem|ids|statements) echo 11 ;;
 		db) echo 12 ;;
