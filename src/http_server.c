@@ -98,30 +98,44 @@ conn_of(struct MHD_Connection *conn)
 	return info ? (Conn *) info->socket_context : NULL;
 }
 
-/* {"message": "..."} with the message escaped as a JSON string; malloc'd. */
+/* s as a JSON string at p; returns the end. */
 static char *
-json_error_body(const char *message)
+json_string(char *p, const char *s)
 {
-	size_t		n = strlen(message);
-	char	   *out = malloc(n * 6 + 32);
+	*p++ = '"';
+	for (const unsigned char *c = (const unsigned char *) s; *c; c++)
+	{
+		if (*c == '"' || *c == '\\')
+		{
+			*p++ = '\\';
+			*p++ = *c;
+		}
+		else if (*c < 0x20)
+			p += sprintf(p, "\\u%04x", *c);
+		else
+			*p++ = *c;
+	}
+	*p++ = '"';
+	return p;
+}
+
+/* {"message": "..."[, "field": "..."]}; malloc'd. */
+static char *
+json_error_body(const char *message, const char *field)
+{
+	char	   *out = malloc((strlen(message) + (field ? strlen(field) : 0)) * 6 + 40);
 	char	   *p = out;
 
 	if (out == NULL)
 		return NULL;
-	p += sprintf(p, "{\"message\":\"");
-	for (const unsigned char *s = (const unsigned char *) message; *s; s++)
+	p += sprintf(p, "{\"message\":");
+	p = json_string(p, message);
+	if (field)
 	{
-		if (*s == '"' || *s == '\\')
-		{
-			*p++ = '\\';
-			*p++ = *s;
-		}
-		else if (*s < 0x20)
-			p += sprintf(p, "\\u%04x", *s);
-		else
-			*p++ = *s;
+		p += sprintf(p, ",\"field\":");
+		p = json_string(p, field);
 	}
-	strcpy(p, "\"}");
+	strcpy(p, "}");
 	return out;
 }
 
@@ -145,7 +159,7 @@ static void
 set_refusal(HttpRequest *req, const Refusal *refusal)
 {
 	free(req->answer);
-	req->answer = json_error_body(refusal->message);
+	req->answer = json_error_body(refusal->message, refusal->field);
 	req->status = refusal->status;
 	req->allow = refusal->allow;
 	req->state = REQ_ANSWERED;

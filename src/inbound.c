@@ -172,6 +172,10 @@ receive_one(HttpRequest *req)
 
 		ids_request_id(rid);
 		strlcpy(info->request_id, rid, sizeof(info->request_id));
+		if (info->request_id_unusable)
+			ereport(LOG,
+					(errmsg("elmo_oscp: %s %s came with an X-Request-ID longer than %d characters or not printable ASCII; stored under the generated X-Request-ID %s",
+							info->method, info->message, ROUTE_ID_MAX, rid)));
 	}
 	vals[0] = CStringGetTextDatum(info->message);
 	vals[1] = CStringGetTextDatum(info->method);

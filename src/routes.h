@@ -10,7 +10,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ROUTE_ID_SIZE 72		/* room kept for X-Request-ID and X-Correlation-ID */
+/*
+ * X-Request-ID and X-Correlation-ID are kept exactly as sent, or refused:
+ * at most this many characters, printable ASCII (ELMO's have 32).
+ */
+#define ROUTE_ID_MAX 128
 
 /* What routing learnt from a request's headers. */
 typedef struct RequestInfo
@@ -20,8 +24,10 @@ typedef struct RequestInfo
 	bool		used_current_token; /* authenticated with our current token */
 	bool		previous_token_live;	/* ... while the previous one was still
 										 * accepted: applying it retires that one */
-	char		request_id[ROUTE_ID_SIZE];	/* "" when absent */
-	char		correlation_id[ROUTE_ID_SIZE];
+	char		request_id[ROUTE_ID_MAX + 1];	/* "" when absent */
+	char		correlation_id[ROUTE_ID_MAX + 1];
+	bool		request_id_unusable;	/* register/handshake: sent, but too
+										 * long or not printable ASCII */
 } RequestInfo;
 
 /* The headers routing reads (NULL when absent). */
@@ -38,6 +44,7 @@ typedef struct Refusal
 {
 	int			status;
 	const char *allow;			/* Allow header of a 405 */
+	const char *field;			/* the header or field at fault, or NULL */
 	char		message[160];
 } Refusal;
 
