@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
@@ -154,6 +155,27 @@ answer_not_ready(HttpRequest *req)
 	http_request_set_answer(req, 503, buf.data);
 }
 
+/*
+ * A body that cannot be stored as text is answered 400 here: JSON is UTF-8,
+ * and a NUL byte would silently cut the text short.  True when it was.
+ */
+static bool
+refuse_unreadable_body(HttpRequest *req)
+{
+	int			valid = pg_encoding_verifymbstr(PG_UTF8, req->body, (int) req->body_len);
+	StringInfoData buf;
+
+	if (valid >= (int) req->body_len)
+		return false;
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"message\":");
+	escape_json(&buf, psprintf(req->body[valid] == '\0' ? "body: contains a NUL byte (at byte offset %d)"
+							   : "body: is not valid UTF-8 (at byte offset %d)", valid));
+	appendStringInfoChar(&buf, '}');
+	http_request_set_answer(req, 400, buf.data);
+	return true;
+}
+
 /* _elmo_receive for one request: its answer set, the stored message's id returned. */
 static int64
 receive_one(HttpRequest *req)
@@ -165,6 +187,8 @@ receive_one(HttpRequest *req)
 	int			status;
 	Datum		id;
 
+	if (refuse_unreadable_body(req))
+		return 0;
 	if (info->request_id[0] == '\0')
 	{
 		/* register/handshake are never refused for a header: make one */

@@ -3,8 +3,9 @@
 #   X-Request-ID / X-Correlation-ID: kept exactly (spaces included), or 400
 #     above 128 characters or outside printable ASCII; register and handshake
 #     are never refused for a header: a bad ID is replaced by a generated one.
+#   Bodies: a NUL byte or invalid UTF-8 is a 400 (register and handshake too).
 . "$(dirname "$0")/tap.sh"
-plan 14
+plan 22
 export PGOPTIONS='-c client_min_messages=error'
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -53,3 +54,24 @@ is "$(post handshake "$W/handshake.json" -H "X-Request-ID: $rid129")" "204 " "a 
 is "$(($(sql "$generated") - before))" 1 "... stored under a generated X-Request-ID"
 tail -c +"$log_from" "$PGHOST/server.log" | grep -q "POST handshake came with an X-Request-ID longer than 128 characters or not printable ASCII; stored under the generated X-Request-ID"
 ok $? "... and the server log says so"
+
+# ---------------------------------------------------------------- bodies that are no text
+printf '{"group_id":"BAD-G\0NUL","type":"CONSUMPTION","forecasted_blocks":[]}' > "$W/nul.json"
+a=$(post update_group_capacity_forecast "$W/nul.json" -H "X-Request-ID: BAD-NUL-1")
+is "${a%% *} $(jq -r .message <<< "${a#* }")" "400 body: contains a NUL byte (at byte offset 18)" "a NUL byte in a forecast: 400 saying where"
+printf '\0{"required_behaviour":{}}' > "$W/nul-first.json"
+a=$(post handshake "$W/nul-first.json" -H "X-Request-ID: BAD-NUL-2")
+is "${a%% *}" 400 "a handshake body starting with a NUL byte: 400 (bodies are validated)"
+printf '{"group_id":"BAD-\xff\xfe","type":"CONSUMPTION","forecasted_blocks":[]}' > "$W/latin.json"
+a=$(post update_group_capacity_forecast "$W/latin.json" -H "X-Request-ID: BAD-UTF8-1")
+is "${a%% *} $(jq -r .message <<< "${a#* }")" "400 body: is not valid UTF-8 (at byte offset 17)" "invalid UTF-8 in a forecast: 400 saying where"
+printf '{"token":"T\xc3","version_url":[{"version":"2.0","base_url":"http://x"}]}' > "$W/reg.json"
+a=$(post register "$W/reg.json" -H "X-Request-ID: BAD-UTF8-2")
+is "${a%% *}" 400 "invalid UTF-8 in a register: 400"
+printf '{"required_behaviour":{"heartbeat_interval":30,"x":"\xe4\xb8"}}' > "$W/hs.json"
+a=$(post handshake "$W/hs.json" -H "X-Request-ID: BAD-UTF8-3")
+is "${a%% *}" 400 "invalid UTF-8 in a handshake: 400"
+is "$(sql "SELECT count(*) FROM elmo_received_message WHERE request_id LIKE 'BAD-NUL-%' OR request_id LIKE 'BAD-UTF8-%'")" 0 "none of them stored"
+printf '{"group_id":"BAD-G-\xe5\x8f\xb0\xe9\x9b\xbb","type":"CONSUMPTION","forecasted_blocks":[{"capacity":5,"phase":"ALL","unit":"KW","start_time":"2030-01-01T00:00:00.000+08:00","end_time":"2030-01-01T01:00:00.000+08:00"}]}' > "$W/utf8.json"
+is "$(post update_group_capacity_forecast "$W/utf8.json" -H "X-Request-ID: BAD-UTF8-OK")" "204 " "valid UTF-8 (a Chinese group name) is accepted"
+is "$(sql "SELECT group_id FROM elmo_received_message WHERE request_id = 'BAD-UTF8-OK'")" "BAD-G-台電" "... and stored as sent"
