@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -162,6 +163,7 @@ set_refusal(HttpRequest *req, const Refusal *refusal)
 	req->answer = json_error_body(refusal->message, refusal->field);
 	req->status = refusal->status;
 	req->allow = refusal->allow;
+	req->close = refusal->close;
 	req->state = REQ_ANSWERED;
 }
 
@@ -181,6 +183,8 @@ queue_answer(HttpRequest *req)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	if (req->allow)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+	if (req->close)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(req->conn, req->status, resp);
 	MHD_destroy_response(resp);
 	conns_answering(conn_of(req->conn));
@@ -226,6 +230,14 @@ header(struct MHD_Connection *conn, const char *name)
 	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result
+count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		(*(int *) cls)++;
+	return MHD_YES;
+}
+
 /* Headers are in: route, authenticate, check limits before any body. */
 static enum MHD_Result
 start_request(struct MHD_Connection *conn, const char *url, const char *method, void **con_cls)
@@ -242,6 +254,8 @@ start_request(struct MHD_Connection *conn, const char *url, const char *method, 
 	in_progress++;
 	h.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION);
 	h.content_length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	h.content_lengths = 0;
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_length, &h.content_lengths);
 	h.request_id = header(conn, "X-Request-ID");
 	h.correlation_id = header(conn, "X-Correlation-ID");
 	if (!routes_accept_headers(url, method, &h, &req->info, &refusal))

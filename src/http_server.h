@@ -32,6 +32,7 @@ typedef struct HttpRequest
 	int			status;			/* the answer */
 	char	   *answer;			/* JSON text; NULL: an empty body */
 	const char *allow;
+	bool		close;			/* answer with Connection: close */
 } HttpRequest;
 
 /* Fixed while the listener runs (the settings need a restart). */

@@ -1,9 +1,9 @@
 /*
  * routes.c — path, method and authentication, from the headers alone.
  *
- * Checks, in order: path (404, 501), method (405), token (401), declared
- * size (413), X-Request-ID (400); once the body is in, its content type
- * (415).  The body itself is validated later, in SQL.  Plain C only: this runs
+ * Checks, in order: framing (400), path (404, 501), method (405), token
+ * (401), declared size (413), X-Request-ID (400); once the body is in, its
+ * content type (415).  The body itself is validated later, in SQL.  Plain C only: this runs
  * inside libmicrohttpd's callbacks (see no_postgres.h).
  */
 #include "routes.h"
@@ -85,6 +85,7 @@ refuse(Refusal *refusal, int status, const char *message)
 	refusal->status = status;
 	refusal->allow = NULL;
 	refusal->field = NULL;
+	refusal->close = false;
 	snprintf(refusal->message, sizeof(refusal->message), "%s", message);
 	return false;
 }
@@ -219,6 +220,14 @@ routes_accept_headers(const char *url, const char *method, const RouteHeaders *h
 
 	memset(info, 0, sizeof(*info));
 	snprintf(info->method, sizeof(info->method), "%s", method);
+	if (headers->content_lengths > 1)
+	{
+		/* which one frames the body?  Answer, and read nothing more from this connection */
+		refuse(refusal, 400, "Content-Length: sent more than once");
+		refusal->field = "Content-Length";
+		refusal->close = true;
+		return false;
+	}
 	route = find_route(url, refusal);
 	if (route == NULL)
 		return false;

@@ -35,6 +35,7 @@ typedef struct RouteHeaders
 {
 	const char *authorization;
 	const char *content_length;
+	int			content_lengths;	/* Content-Length headers sent */
 	const char *request_id;
 	const char *correlation_id;
 } RouteHeaders;
@@ -45,6 +46,7 @@ typedef struct Refusal
 	int			status;
 	const char *allow;			/* Allow header of a 405 */
 	const char *field;			/* the header or field at fault, or NULL */
+	bool		close;			/* the request's end is unknown: close the connection */
 	char		message[160];
 } Refusal;
 

@@ -4,8 +4,9 @@
 #     above 128 characters or outside printable ASCII; register and handshake
 #     are never refused for a header: a bad ID is replaced by a generated one.
 #   Bodies: a NUL byte or invalid UTF-8 is a 400 (register and handshake too).
+#   Framing: two Content-Length headers are a 400, and the connection is closed.
 . "$(dirname "$0")/tap.sh"
-plan 22
+plan 23
 export PGOPTIONS='-c client_min_messages=error'
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -75,3 +76,12 @@ is "$(sql "SELECT count(*) FROM elmo_received_message WHERE request_id LIKE 'BAD
 printf '{"group_id":"BAD-G-\xe5\x8f\xb0\xe9\x9b\xbb","type":"CONSUMPTION","forecasted_blocks":[{"capacity":5,"phase":"ALL","unit":"KW","start_time":"2030-01-01T00:00:00.000+08:00","end_time":"2030-01-01T01:00:00.000+08:00"}]}' > "$W/utf8.json"
 is "$(post update_group_capacity_forecast "$W/utf8.json" -H "X-Request-ID: BAD-UTF8-OK")" "204 " "valid UTF-8 (a Chinese group name) is accepted"
 is "$(sql "SELECT group_id FROM elmo_received_message WHERE request_id = 'BAD-UTF8-OK'")" "BAD-G-台電" "... and stored as sent"
+
+# ---------------------------------------------------------------- framing
+body=$(cat "$W/forecast.json")
+exec 3<>"/dev/tcp/127.0.0.1/$ELMO_HTTP_PORT"
+printf 'POST /oscp/fp/2.0/update_group_capacity_forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Token %s\r\nX-Request-ID: BAD-CL-TWICE\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n%s' \
+  "$token" "${#body}" "$((${#body} + 1))" "$body" >&3
+answer=$(timeout 5 cat <&3); rc=$?
+exec 3<&-
+is "$(head -n1 <<< "$answer" | tr -d '\r') $rc" "HTTP/1.1 400 Bad Request 0" "two Content-Length headers: 400, and the connection closed after it"
