@@ -132,23 +132,31 @@ method_allowed(const char *allow, const char *method)
 }
 
 /*
- * An ID header as sent (libmicrohttpd has trimmed the spaces around it): true
- * when absent or usable, copied exactly; false when too long or holding
- * anything but printable ASCII (it ends up in JSON, NOTIFY payloads, logs).
+ * An ID header's value, exactly (HTTP does not count the blanks around it,
+ * and libmicrohttpd leaves those after it): true when absent or usable, then
+ * copied; false when too long or holding anything but printable ASCII (it
+ * ends up in JSON, NOTIFY payloads, logs).
  */
 static bool
 copy_id(const char *v, char dst[ROUTE_ID_MAX + 1])
 {
-	size_t		n = v ? strlen(v) : 0;
+	size_t		n;
 
 	dst[0] = '\0';
+	if (v == NULL)
+		return true;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	n = strlen(v);
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
 	if (n > ROUTE_ID_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (v[i] < 0x20 || v[i] > 0x7e)
 			return false;
-	if (n > 0)
-		memcpy(dst, v, n + 1);
+	memcpy(dst, v, n);
+	dst[n] = '\0';
 	return true;
 }
 

@@ -6,7 +6,7 @@
 #   Bodies: a NUL byte or invalid UTF-8 is a 400 (register and handshake too).
 #   Framing: two Content-Length headers are a 400, and the connection is closed.
 . "$(dirname "$0")/tap.sh"
-plan 23
+plan 25
 export PGOPTIONS='-c client_min_messages=error'
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -36,6 +36,8 @@ is "$(stored "$rid100")" 1 "... and stored exactly, all 100 characters"
 is "$(post update_group_capacity_forecast "$W/forecast.json" -H "X-Request-ID: BAD-ID-1")" "204 " "X-Request-ID BAD-ID-1"
 is "$(post update_group_capacity_forecast "$W/forecast.json" -H "X-Request-ID: BAD-ID -1")" "204 " "X-Request-ID 'BAD-ID -1' (a space inside): another request"
 is "$(stored 'BAD-ID -1')$(stored 'BAD-ID-1')" 11 "both stored, each under its own ID"
+is "$(post update_group_capacity_forecast "$W/forecast.json" -H "X-Request-ID: BAD-TRAIL  ")" "204 " "X-Request-ID 'BAD-TRAIL  ' (blanks after it)"
+is "$(stored 'BAD-TRAIL')" 1 "... stored without the blanks HTTP does not count as the value"
 rid129=$(printf 'L%.0s' $(seq 1 129))
 a=$(post update_group_capacity_forecast "$W/forecast.json" -H "X-Request-ID: $rid129")
 is "${a%% *} $(field_of "$a")" "400 X-Request-ID" "a 129-character X-Request-ID: 400 naming X-Request-ID"
