@@ -16,6 +16,12 @@
  * deadline.  Overdue and evicted connections are shut down (shutdown(2)):
  * libmicrohttpd sees the end of the stream and closes them itself.
  *
+ * A client that hangs up before its request is whole can never complete
+ * it, but libmicrohttpd (0.9.75) keeps such a connection until its timeout
+ * when the hang-up comes in the middle of the headers.  So the sweep also
+ * looks, ten times a second, for the end of the stream on connections
+ * waiting for or receiving a request, and shuts those.
+ *
  * Plain C (see no_postgres.h); single-threaded like the worker.
  */
 #include "connections.h"
@@ -23,9 +29,12 @@
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "addresses.h"
+
+#define HANGUP_CHECK_MS 100
 
 typedef enum ConnPhase
 {
@@ -62,6 +71,7 @@ static Conn *head = NULL;
 static Conn *tail = NULL;
 static unsigned int open_count = 0; /* counted: not shut down */
 static unsigned int shut_count = 0; /* shut down, not yet closed */
+static long long next_hangup_check = 0;
 static ConnCounts counts;
 
 static long long
@@ -305,11 +315,25 @@ deadline(const Conn *c)
 	return c->since + limits.receive_ms;
 }
 
+/* The client hung up before its request was whole (the kernel holds nothing more from it). */
+static bool
+hung_up(const Conn *c)
+{
+	char		byte;
+
+	if (c->per == NULL || (c->phase != CONN_WAITING && c->phase != CONN_RECEIVING))
+		return false;
+	return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 void
 conns_sweep(void)
 {
 	long long	now = now_ms();
+	bool		check_hangups = now >= next_hangup_check;
 
+	if (check_hangups)
+		next_hangup_check = now + HANGUP_CHECK_MS;
 	for (Conn *c = head; c; c = c->next)
 	{
 		long long	d = deadline(c);
@@ -319,10 +343,12 @@ conns_sweep(void)
 			shut(c);
 			counts.overdue++;
 		}
+		else if (check_hangups && hung_up(c))
+			shut(c);
 	}
 }
 
-/* Until the next deadline, in ms; -1: none. */
+/* Until the next deadline or look for hang-ups, in ms; -1: none. */
 long
 conns_next_deadline_ms(void)
 {
@@ -333,6 +359,8 @@ conns_next_deadline_ms(void)
 	{
 		long long	d = deadline(c);
 
+		if (d >= 0 && c->phase != CONN_ANSWERING && next_hangup_check < d)
+			d = next_hangup_check;
 		if (d >= 0 && (next < 0 || d < next))
 			next = d;
 	}

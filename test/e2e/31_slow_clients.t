@@ -2,7 +2,8 @@
 # max_connections_per_client 3): a request trickled over more than its
 # deadline is closed, headers or body; a kept-alive connection idle for
 # longer than that deadline still serves its next request; a fourth
-# connection from one address is refused at once.
+# connection from one address is refused at once; clients that hang up in
+# the middle of their headers free their places at once.
 #
 # Then slow and idle clients from other addresses must not starve ELMO.  1,000
 # attacking connections from 127.0.0.2-11 (headers or body a byte every half
@@ -12,7 +13,7 @@
 # any client admitted, under 100 ms with elmo_oscp.allowed_clients admitting
 # only 127.0.0.1 (the others refused when they connect).
 . "$(dirname "$0")/tap.sh"
-plan 18
+plan 19
 export PGOPTIONS='-c client_min_messages=error'
 W=$(mktemp -d)
 cleanup() {
@@ -56,6 +57,14 @@ probe() {
       my $s = conn(); syswrite($s, forecast("SLOWKA1")); my $a = status($s);
       sleep 1.5; syswrite($s, forecast("SLOWKA2")); print "$a ", status($s), "\n";
     }
+    # hangup: 3 clients hang up in the middle of their headers (the bytes and the end of the stream
+    # arrive together); then 3 new ones: how many closed within 0.3 s
+    if ($mode eq "hangup") {
+      for (1 .. 3) { my $s = conn(); syswrite($s, "POST /oscp/fp/2.0/heartbeat HTTP/1.1\r\nHost: x\r\nX-A: 1"); close($s) }
+      sleep 0.5; my @s = map { conn() } 1 .. 3; sleep 0.3; my $closed = 0;
+      for my $s (@s) { my $r = ""; vec($r, fileno $s, 1) = 1; $closed++ if select($r, undef, undef, 0) && !sysread($s, my $x, 1) }
+      print "$closed\n";
+    }
     # limit: 4 idle connections from one address: how many the server closed within 0.5 s
     if ($mode eq "limit") {
       my @s = map { conn() } 1 .. 4; sleep 0.5; my $closed = 0;
@@ -65,11 +74,14 @@ probe() {
 }
 
 log_from=$(($(stat -c %s "$PGHOST/server.log") + 1))
-psql -Xq -c "ALTER SYSTEM SET elmo_oscp.request_receive_timeout = '1s'" -c "ALTER SYSTEM SET elmo_oscp.max_connections_per_client = 3" \
-     -c "SELECT pg_reload_conf()" >/dev/null
+psql -Xq -c "ALTER SYSTEM SET elmo_oscp.max_connections_per_client = 3" -c "SELECT pg_reload_conf()" >/dev/null
 deadline=$((SECONDS + 15))
 until [ "$(probe limit 127.0.0.6)" = 1 ] || [ $SECONDS -ge $deadline ]; do :; done
 is "$(probe limit 127.0.0.5)" 1 "max_connections_per_client 3: the fourth connection from one address is closed at once"
+is "$(probe hangup 127.0.0.7)" 0 "clients that hung up mid-headers free their places at once"
+psql -Xq -c "ALTER SYSTEM SET elmo_oscp.request_receive_timeout = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+deadline=$((SECONDS + 30))
+until awk -v t="$(probe trickle-headers)" 'BEGIN { exit !(t < 3) }' || [ $SECONDS -ge $deadline ]; do :; done
 t=$(probe trickle-headers)
 awk -v t="$t" 'BEGIN { exit !(t >= 0.9 && t < 3) }'; ok $? "headers trickled a byte every 100 ms: closed after ${t} s (request_receive_timeout 1 s)"
 t=$(probe trickle-body)
