@@ -184,8 +184,12 @@ model_build(const Req *r, const char *token, Model *m)
 			if (!is_tchar(h->name.p[k]))
 				m->odd_syntax = true;
 		for (size_t k = 0; k < h->value.len; k++)
+		{
 			if ((h->value.p[k] < 0x20 && h->value.p[k] != '\t') || h->value.p[k] == 0x7f)
 				m->odd_syntax = true;
+			if (h->value.p[k] == '\r' || h->value.p[k] == '\n')
+				m->line_break = true;
+		}
 		if (buf_ieqs(&h->name, "Transfer-Encoding") || buf_ieqs(&h->name, "Content-Length") ||
 			buf_ieqs(&h->name, "Upgrade") || buf_ieqs(&h->name, "Trailer") ||
 			buf_ieqs(&h->name, "Content-Encoding"))
@@ -287,6 +291,13 @@ model_build(const Req *r, const char *token, Model *m)
 			m->incomplete = true;
 			break;
 	}
+	/*
+	 * A lone LF may end a line (RFC 9112 2.2): "value\n\r\n" can end the
+	 * header section there, and the rest be read as a body or as junk.  What
+	 * the server read is then not known, nor whether it saw the headers after.
+	 */
+	if (m->line_break)
+		m->body_known = false;
 	if (m->incomplete || m->bad_framing)
 	{
 		m->well_framed = false;

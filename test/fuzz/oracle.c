@@ -585,11 +585,14 @@ id_usable(const Buf *id)
 	return true;
 }
 
-/* The server makes up the ID: none sent, or (register/handshake) the one it reads unusable. */
+/*
+ * The server makes up the ID: none sent, or (register/handshake) the one it
+ * reads unusable, or not seen (a line break before it may end the headers).
+ */
 static bool
 id_generated(const Model *m)
 {
-	if (m->nids == 0)
+	if (m->nids == 0 || m->line_break)
 		return true;
 	return (strcmp(m->message, "register") == 0 || strcmp(m->message, "handshake") == 0) &&
 		!id_usable(&m->ids[0]);
