@@ -551,6 +551,9 @@ http_server_start(const HttpServerSettings *s, HttpServerError *error)
 						   MHD_OPTION_CONNECTION_TIMEOUT, s->connection_timeout,
 						   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) (64 * 1024),
 						   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
+						   /* HTTP/1.1 without Host is a 400: also when a header line the
+						    * library misreads ended the headers before Host */
+						   MHD_OPTION_STRICT_FOR_CLIENT, (int) 1,
 						   MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
 						   tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, tls_cert,
 						   MHD_OPTION_HTTPS_MEM_KEY, tls_key,

@@ -4,9 +4,11 @@
 #     above 128 characters or outside printable ASCII; register and handshake
 #     are never refused for a header: a bad ID is replaced by a generated one.
 #   Bodies: a NUL byte or invalid UTF-8 is a 400 (register and handshake too).
-#   Framing: two Content-Length headers are a 400, and the connection is closed.
+#   Framing: two Content-Length headers are a 400, and the connection is closed;
+#     HTTP/1.1 without Host is a 400, also when a header line with no name made
+#     the HTTP library end the headers before Host.
 . "$(dirname "$0")/tap.sh"
-plan 25
+plan 28
 export PGOPTIONS='-c client_min_messages=error'
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -87,3 +89,16 @@ printf 'POST /oscp/fp/2.0/update_group_capacity_forecast HTTP/1.1\r\nHost: x\r\n
 answer=$(timeout 5 cat <&3); rc=$?
 exec 3<&-
 is "$(head -n1 <<< "$answer" | tr -d '\r') $rc" "HTTP/1.1 400 Bad Request 0" "two Content-Length headers: 400, and the connection closed after it"
+
+# raw_status REQUEST: the first status line answered to these bytes
+raw_status() {
+  exec 3<>"/dev/tcp/127.0.0.1/$ELMO_HTTP_PORT"
+  printf '%b' "$1" >&3
+  timeout 5 head -n1 <&3 | tr -d '\r'
+  exec 3<&-
+}
+is "$(raw_status "POST /oscp/fp/2.0/handshake HTTP/1.1\r\nAuthorization: Token $token\r\nX-Request-ID: BAD-NONAME\r\n: junk\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")" \
+   "HTTP/1.1 400 Bad Request" "a header line with no name before Host: 400 (the library would end the headers there)"
+is "$(raw_status "POST /oscp/fp/2.0/handshake HTTP/1.1\r\nAuthorization: Token $token\r\nX-Request-ID: BAD-NOHOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")" \
+   "HTTP/1.1 400 Bad Request" "HTTP/1.1 without Host: 400"
+is "$(sql "SELECT count(*) FROM elmo_received_message WHERE request_id IN ('BAD-NONAME', 'BAD-NOHOST')")" 0 "... neither stored"
