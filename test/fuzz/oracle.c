@@ -587,12 +587,12 @@ id_usable(const Buf *id)
 
 /*
  * The server makes up the ID: none sent, or (register/handshake) the one it
- * reads unusable, or not seen (a line break before it may end the headers).
+ * reads unusable, or not seen (the headers may end before it).
  */
 static bool
 id_generated(const Model *m)
 {
-	if (m->nids == 0 || m->line_break)
+	if (m->nids == 0 || m->headers_may_end)
 		return true;
 	return (strcmp(m->message, "register") == 0 || strcmp(m->message, "handshake") == 0) &&
 		!id_usable(&m->ids[0]);
