@@ -2,9 +2,10 @@
  * routes.c — path, method and authentication, from the headers alone.
  *
  * Checks, in order: framing (400), path (404, 501), method (405), token
- * (401), declared size (413), X-Request-ID (400); once the body is in, its
- * content type (415).  The body itself is validated later, in SQL.  Plain C only: this runs
- * inside libmicrohttpd's callbacks (see no_postgres.h).
+ * (401), declared size (413), X-Request-ID and X-Correlation-ID (400); once
+ * the body is in, its content type (415).  The body itself is validated
+ * later, in SQL.  Plain C only: this runs inside libmicrohttpd's callbacks
+ * (see no_postgres.h).
  */
 #include "routes.h"
 
