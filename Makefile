@@ -17,11 +17,11 @@ MODULE_big = elmo_oscp
 # 0 the transport, plain C (compiled with src/no_postgres.h in front);
 # 1 PostgreSQL helpers; 2 inbound, outbound, tokens, SQL-callable; 3 the loop;
 # 4 the module entry.
-TRANSPORT_OBJS = src/routes.o src/http_server.o src/http_client.o
+TRANSPORT_OBJS = src/addresses.o src/connections.o src/routes.o src/http_server.o src/http_client.o
 OBJS = \
 	$(TRANSPORT_OBJS) \
 	src/settings.o src/shmem.o src/ids.o src/statements.o src/db.o \
-	src/inbound.o src/sender.o src/tokens.o src/sql_api.o \
+	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o \
 	src/worker.o \
 	src/elmo_oscp.o
 

@@ -22,4 +22,6 @@ ALTER SYSTEM SET elmo_oscp.path_prefix = '/trailing/';
 ALTER SYSTEM SET elmo_oscp.adjust_deadline = '25:00';
 ALTER SYSTEM SET elmo_oscp.timezone = 'Mars/Olympus_Mons';
 ALTER SYSTEM SET elmo_oscp.apply_timeout = '20s';
+ALTER SYSTEM SET elmo_oscp.allowed_clients = '10.1.2.3/8';
+ALTER SYSTEM SET elmo_oscp.allowed_clients = '203.0.113.7, elmo.example.com';
 SET elmo_oscp.unknown_setting = 1;

@@ -20,7 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include "connections.h"
+
+#define DESCRIPTORS_SPARE 64	/* PostgreSQL's reserve, libcurl's transfers, epoll */
 
 enum
 {
@@ -80,32 +86,57 @@ http_server_take_counts(HttpCounts *into)
 		into->answered[i] += counts.answered[i];
 		counts.answered[i] = 0;
 	}
+	conns_take_counts(&into->connections);
 }
 
-/* {"message": "..."} with the message escaped as a JSON string; malloc'd. */
-static char *
-json_error_body(const char *message)
+/* The guard's record of a libmicrohttpd connection. */
+static Conn *
+conn_of(struct MHD_Connection *conn)
 {
-	size_t		n = strlen(message);
-	char	   *out = malloc(n * 6 + 32);
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info ? (Conn *) info->socket_context : NULL;
+}
+
+/* s as a JSON string at p; returns the end. */
+static char *
+json_string(char *p, const char *s)
+{
+	*p++ = '"';
+	for (const unsigned char *c = (const unsigned char *) s; *c; c++)
+	{
+		if (*c == '"' || *c == '\\')
+		{
+			*p++ = '\\';
+			*p++ = *c;
+		}
+		else if (*c < 0x20)
+			p += sprintf(p, "\\u%04x", *c);
+		else
+			*p++ = *c;
+	}
+	*p++ = '"';
+	return p;
+}
+
+/* {"message": "..."[, "field": "..."]}; malloc'd. */
+static char *
+json_error_body(const char *message, const char *field)
+{
+	char	   *out = malloc((strlen(message) + (field ? strlen(field) : 0)) * 6 + 40);
 	char	   *p = out;
 
 	if (out == NULL)
 		return NULL;
-	p += sprintf(p, "{\"message\":\"");
-	for (const unsigned char *s = (const unsigned char *) message; *s; s++)
+	p += sprintf(p, "{\"message\":");
+	p = json_string(p, message);
+	if (field)
 	{
-		if (*s == '"' || *s == '\\')
-		{
-			*p++ = '\\';
-			*p++ = *s;
-		}
-		else if (*s < 0x20)
-			p += sprintf(p, "\\u%04x", *s);
-		else
-			*p++ = *s;
+		p += sprintf(p, ",\"field\":");
+		p = json_string(p, field);
 	}
-	strcpy(p, "\"}");
+	strcpy(p, "}");
 	return out;
 }
 
@@ -129,9 +160,10 @@ static void
 set_refusal(HttpRequest *req, const Refusal *refusal)
 {
 	free(req->answer);
-	req->answer = json_error_body(refusal->message);
+	req->answer = json_error_body(refusal->message, refusal->field);
 	req->status = refusal->status;
 	req->allow = refusal->allow;
+	req->close = refusal->close;
 	req->state = REQ_ANSWERED;
 }
 
@@ -151,8 +183,11 @@ queue_answer(HttpRequest *req)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	if (req->allow)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+	if (req->close)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(req->conn, req->status, resp);
 	MHD_destroy_response(resp);
+	conns_answering(conn_of(req->conn));
 	if (class >= 1 && class <= 5)
 		counts.answered[class]++;
 	return ret;
@@ -195,6 +230,14 @@ header(struct MHD_Connection *conn, const char *name)
 	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result
+count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		(*(int *) cls)++;
+	return MHD_YES;
+}
+
 /* Headers are in: route, authenticate, check limits before any body. */
 static enum MHD_Result
 start_request(struct MHD_Connection *conn, const char *url, const char *method, void **con_cls)
@@ -211,6 +254,8 @@ start_request(struct MHD_Connection *conn, const char *url, const char *method, 
 	in_progress++;
 	h.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION);
 	h.content_length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	h.content_lengths = 0;
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_length, &h.content_lengths);
 	h.request_id = header(conn, "X-Request-ID");
 	h.correlation_id = header(conn, "X-Correlation-ID");
 	if (!routes_accept_headers(url, method, &h, &req->info, &refusal))
@@ -242,6 +287,7 @@ finish_request(HttpRequest *req)
 		return queue_answer(req);
 	}
 	req->state = REQ_QUEUED;
+	conns_busy(conn_of(req->conn));
 	MHD_suspend_connection(req->conn);
 	req->next = NULL;
 	if (ready_tail)
@@ -282,6 +328,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	HttpRequest *req = *con_cls;
 
+	conns_request_done(conn_of(conn));
 	if (req == NULL)
 		return;
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -291,6 +338,41 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(req->answer);
 	free(req);
 	*con_cls = NULL;
+}
+
+/* A new connection: refused at once unless the guard admits it. */
+static enum MHD_Result
+on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	return conns_admit(addr, addrlen) ? MHD_YES : MHD_NO;
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *addr = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		const struct sockaddr *sa = addr ? addr->client_addr : NULL;
+		socklen_t	len = (sa && sa->sa_family == AF_INET6) ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+
+		*socket_context = fd ? conns_opened(fd->connect_fd, sa, len) : NULL;
+	}
+	else
+	{
+		conns_closed((Conn *) *socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* The request line is in (libmicrohttpd's URI log hook): the request's clock. */
+static void *
+on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	conns_request_line(conn_of(conn));
+	return NULL;
 }
 
 bool
@@ -397,12 +479,31 @@ listen_address(const HttpServerSettings *s, struct sockaddr_storage *addr, unsig
 	}
 }
 
+/*
+ * Make the open-files limit cover [needed] descriptors in all, raising the
+ * soft limit towards the hard one if it must.  Returns how many it covers.
+ */
+static rlim_t
+descriptors_for(rlim_t needed)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= needed)
+		return needed;
+	rl.rlim_cur = (rl.rlim_max != RLIM_INFINITY && needed > rl.rlim_max) ? rl.rlim_max : needed;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	return rl.rlim_cur;
+}
+
 bool
 http_server_start(const HttpServerSettings *s, HttpServerError *error)
 {
 	struct sockaddr_storage addr;
 	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	bool		tls = (s->tls_cert_file[0] != '\0');
+	unsigned int max_conns = s->max_connections;
+	rlim_t		fds;
 
 	if (!listen_address(s, &addr, &flags))
 		return fail(error, NULL, "Use one IPv4 or IPv6 address, \"localhost\" or \"*\".",
@@ -419,15 +520,40 @@ http_server_start(const HttpServerSettings *s, HttpServerError *error)
 		flags |= MHD_USE_TLS;
 	}
 
+	/*
+	 * libmicrohttpd's own limit (2 * max_conns + 16) stays well above the
+	 * guard's: at its limit it would stop accepting, and new clients would
+	 * wait in the kernel's queue.  Shut connections keep their slot until
+	 * libmicrohttpd closes them.
+	 */
+	fds = descriptors_for((rlim_t) s->other_descriptors + 2 * max_conns + 16 + DESCRIPTORS_SPARE);
+	if (fds < (rlim_t) s->other_descriptors + 2 * max_conns + 16 + DESCRIPTORS_SPARE)
+	{
+		rlim_t		room = fds > (rlim_t) s->other_descriptors + 16 + DESCRIPTORS_SPARE + 16 ?
+			fds - s->other_descriptors - 16 - DESCRIPTORS_SPARE : 16;
+
+		max_conns = (unsigned int) (room / 2);
+		snprintf(error->message, sizeof(error->message),
+				 "the open-files limit (%llu) leaves room for %u connections, not elmo_oscp.max_connections = %u",
+				 (unsigned long long) fds, max_conns, s->max_connections);
+		error->hint = "Raise the server's open-files limit (LimitNOFILE for systemd, ulimit -n).";
+	}
+	conns_set_capacity(max_conns);
+
 	log_pending = false;
-	mhd = MHD_start_daemon(flags, (uint16_t) s->port, NULL, NULL,
+	mhd = MHD_start_daemon(flags, (uint16_t) s->port, &on_accept, NULL,
 						   &on_request, NULL,
 						   MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, NULL,
 						   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-						   MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
+						   MHD_OPTION_CONNECTION_LIMIT, 2 * max_conns + 16,
+						   MHD_OPTION_NOTIFY_CONNECTION, &on_connection, NULL,
+						   MHD_OPTION_URI_LOG_CALLBACK, &on_request_line, NULL,
 						   MHD_OPTION_CONNECTION_TIMEOUT, s->connection_timeout,
 						   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) (64 * 1024),
 						   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
+						   /* HTTP/1.1 without Host is a 400: also when a header line the
+						    * library misreads ended the headers before Host */
+						   MHD_OPTION_STRICT_FOR_CLIENT, (int) 1,
 						   MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
 						   tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, tls_cert,
 						   MHD_OPTION_HTTPS_MEM_KEY, tls_key,
@@ -499,20 +625,30 @@ http_server_epoll_fd(void)
 	return info ? info->epoll_fd : -1;
 }
 
-/* When libmicrohttpd wants to run again, in ms (at most a minute); -1: never. */
+/* When libmicrohttpd or a connection's deadline wants a run, in ms (at most a minute); -1: never. */
 long
 http_server_timeout_ms(void)
 {
 	MHD_UNSIGNED_LONG_LONG ms;
+	long		timeout = 60000;
+	long		due;
 
-	if (mhd == NULL || MHD_get_timeout(mhd, &ms) != MHD_YES)
+	if (mhd == NULL)
 		return -1;
-	return ms > 60000 ? 60000 : (long) ms;
+	if (MHD_get_timeout(mhd, &ms) == MHD_YES && ms < (MHD_UNSIGNED_LONG_LONG) timeout)
+		timeout = (long) ms;
+	due = conns_next_deadline_ms();
+	if (due >= 0 && due < timeout)
+		timeout = due;
+	return timeout;
 }
 
+/* Let libmicrohttpd work, then shut what is overdue (it closes them at its next run). */
 void
 http_server_run(void)
 {
-	if (mhd != NULL)
-		MHD_run(mhd);
+	if (mhd == NULL)
+		return;
+	MHD_run(mhd);
+	conns_sweep();
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "connections.h"
 #include "routes.h"
 
 /*
@@ -31,6 +32,7 @@ typedef struct HttpRequest
 	int			status;			/* the answer */
 	char	   *answer;			/* JSON text; NULL: an empty body */
 	const char *allow;
+	bool		close;			/* answer with Connection: close */
 } HttpRequest;
 
 /* Fixed while the listener runs (the settings need a restart). */
@@ -40,11 +42,15 @@ typedef struct HttpServerSettings
 	int			port;
 	const char *tls_cert_file;	/* "": plain HTTP */
 	const char *tls_key_file;	/* "": the key is in the certificate file */
-	unsigned int max_connections;
-	unsigned int connection_timeout;	/* seconds */
+	unsigned int max_connections;	/* the guard's (connections.c) */
+	unsigned int connection_timeout;	/* seconds without any traffic */
+	unsigned int other_descriptors; /* what PostgreSQL may have open */
 } HttpServerSettings;
 
-/* Why the listener did not start: for the log and for elmo_status(). */
+/*
+ * Why the listener did not start: for the log and for elmo_status().  When
+ * it started but message is set, it runs with less than asked (a warning).
+ */
 typedef struct HttpServerError
 {
 	char		message[256];	/* short: for elmo_status() */
@@ -56,6 +62,7 @@ typedef struct HttpServerError
 typedef struct HttpCounts
 {
 	uint64_t	answered[6];
+	ConnCounts	connections;	/* refused, evicted, overdue */
 } HttpCounts;
 
 extern bool http_server_start(const HttpServerSettings *settings, HttpServerError *error);

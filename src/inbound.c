@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
@@ -154,6 +155,27 @@ answer_not_ready(HttpRequest *req)
 	http_request_set_answer(req, 503, buf.data);
 }
 
+/*
+ * A body that cannot be stored as text is answered 400 here: JSON is UTF-8,
+ * and a NUL byte would silently cut the text short.  True when it was.
+ */
+static bool
+refuse_unreadable_body(HttpRequest *req)
+{
+	int			valid = pg_encoding_verifymbstr(PG_UTF8, req->body, (int) req->body_len);
+	StringInfoData buf;
+
+	if (valid >= (int) req->body_len)
+		return false;
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"message\":");
+	escape_json(&buf, psprintf(req->body[valid] == '\0' ? "body: contains a NUL byte (at byte offset %d)"
+							   : "body: is not valid UTF-8 (at byte offset %d)", valid));
+	appendStringInfoChar(&buf, '}');
+	http_request_set_answer(req, 400, buf.data);
+	return true;
+}
+
 /* _elmo_receive for one request: its answer set, the stored message's id returned. */
 static int64
 receive_one(HttpRequest *req)
@@ -165,6 +187,8 @@ receive_one(HttpRequest *req)
 	int			status;
 	Datum		id;
 
+	if (refuse_unreadable_body(req))
+		return 0;
 	if (info->request_id[0] == '\0')
 	{
 		/* register/handshake are never refused for a header: make one */
@@ -172,6 +196,10 @@ receive_one(HttpRequest *req)
 
 		ids_request_id(rid);
 		strlcpy(info->request_id, rid, sizeof(info->request_id));
+		if (info->request_id_unusable)
+			ereport(LOG,
+					(errmsg("elmo_oscp: %s %s came with an X-Request-ID longer than %d characters or not printable ASCII; stored under the generated X-Request-ID %s",
+							info->method, info->message, ROUTE_ID_MAX, rid)));
 	}
 	vals[0] = CStringGetTextDatum(info->message);
 	vals[1] = CStringGetTextDatum(info->method);

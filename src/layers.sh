@@ -9,12 +9,13 @@ src=$(dirname "$0")
 # The layer of each file; a new file must be placed here.
 layer() {
 	case "$1" in
-		no_postgres|routes|http_client) echo 0 ;;
-		http_server) echo 1 ;;
+		no_postgres|routes|http_client|addresses) echo 0 ;;
+		connections) echo 1 ;;
+		http_server) echo 2 ;;
 		compat) echo 10 ;;
 		settings|shmem|ids|statements) echo 11 ;;
 		db) echo 12 ;;
-		inbound|sender|tokens|sql_api) echo 20 ;;
+		inbound|sender|tokens|sql_api|rfc3339) echo 20 ;;
 		worker) echo 30 ;;
 		elmo_oscp) echo 40 ;;
 		*) echo "src/layers.sh: src/$1 has no layer: add it to the table in src/layers.sh" >&2

@@ -1,10 +1,11 @@
 /*
  * routes.c — path, method and authentication, from the headers alone.
  *
- * Checks, in order: path (404, 501), method (405), token (401), declared
- * size (413), X-Request-ID (400); once the body is in, its content type
- * (415).  The body itself is validated later, in SQL.  Plain C only: this runs
- * inside libmicrohttpd's callbacks (see no_postgres.h).
+ * Checks, in order: framing (400), path (404, 501), method (405), token
+ * (401), declared size (413), X-Request-ID and X-Correlation-ID (400); once
+ * the body is in, its content type (415).  The body itself is validated
+ * later, in SQL.  Plain C only: this runs inside libmicrohttpd's callbacks
+ * (see no_postgres.h).
  */
 #include "routes.h"
 
@@ -84,6 +85,8 @@ refuse(Refusal *refusal, int status, const char *message)
 {
 	refusal->status = status;
 	refusal->allow = NULL;
+	refusal->field = NULL;
+	refusal->close = false;
 	snprintf(refusal->message, sizeof(refusal->message), "%s", message);
 	return false;
 }
@@ -129,21 +132,45 @@ method_allowed(const char *allow, const char *method)
 	return false;
 }
 
-/* Trimmed, printable ASCII only: the value ends up in JSON and in logs. */
-static void
-copy_header(const char *v, char *dst, size_t size)
+/*
+ * An ID header's value, exactly (HTTP does not count the blanks around it,
+ * and libmicrohttpd leaves those after it): true when absent or usable, then
+ * copied; false when too long or holding anything but printable ASCII (it
+ * ends up in JSON, NOTIFY payloads, logs).
+ */
+static bool
+copy_id(const char *v, char dst[ROUTE_ID_MAX + 1])
 {
-	size_t		j = 0;
+	size_t		n;
 
-	if (v != NULL)
-	{
-		while (*v == ' ' || *v == '\t')
-			v++;
-		for (; *v && j + 1 < size; v++)
-			if (*v > ' ' && *v < 0x7f)
-				dst[j++] = *v;
-	}
-	dst[j] = '\0';
+	dst[0] = '\0';
+	if (v == NULL)
+		return true;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	n = strlen(v);
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (n > ROUTE_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (v[i] < 0x20 || v[i] > 0x7e)
+			return false;
+	memcpy(dst, v, n);
+	dst[n] = '\0';
+	return true;
+}
+
+/* A bad ID header: 400 naming it, except for register/handshake (see routes_accept_headers). */
+static bool
+refuse_id(Refusal *refusal, const char *header)
+{
+	char		msg[sizeof(refusal->message)];
+
+	snprintf(msg, sizeof(msg), "%s: must be at most %d printable ASCII characters", header, ROUTE_ID_MAX);
+	refuse(refusal, 400, msg);
+	refusal->field = header;
+	return false;
 }
 
 static const Route *
@@ -202,6 +229,14 @@ routes_accept_headers(const char *url, const char *method, const RouteHeaders *h
 
 	memset(info, 0, sizeof(*info));
 	snprintf(info->method, sizeof(info->method), "%s", method);
+	if (headers->content_lengths > 1)
+	{
+		/* which one frames the body?  Answer, and read nothing more from this connection */
+		refuse(refusal, 400, "Content-Length: sent more than once");
+		refusal->field = "Content-Length";
+		refusal->close = true;
+		return false;
+	}
 	route = find_route(url, refusal);
 	if (route == NULL)
 		return false;
@@ -224,10 +259,25 @@ routes_accept_headers(const char *url, const char *method, const RouteHeaders *h
 		routes_refuse_too_large(refusal);
 		return false;
 	}
-	copy_header(headers->request_id, info->request_id, sizeof(info->request_id));
-	copy_header(headers->correlation_id, info->correlation_id, sizeof(info->correlation_id));
+	/*
+	 * register/handshake are never refused for a header: an unusable
+	 * X-Request-ID is replaced by a generated one, as a missing one is, and
+	 * an unusable X-Correlation-ID is dropped.
+	 */
+	if (!copy_id(headers->request_id, info->request_id))
+	{
+		if (route->needs_request_id)
+			return refuse_id(refusal, "X-Request-ID");
+		info->request_id_unusable = true;
+	}
+	if (!copy_id(headers->correlation_id, info->correlation_id) && route->needs_request_id)
+		return refuse_id(refusal, "X-Correlation-ID");
 	if (route->needs_request_id && info->request_id[0] == '\0')
-		return refuse(refusal, 400, "missing X-Request-ID header");
+	{
+		refuse(refusal, 400, "X-Request-ID: is required");
+		refusal->field = "X-Request-ID";
+		return false;
+	}
 	return true;
 }
 

@@ -10,7 +10,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ROUTE_ID_SIZE 72		/* room kept for X-Request-ID and X-Correlation-ID */
+/*
+ * X-Request-ID and X-Correlation-ID are kept exactly as sent, or refused:
+ * at most this many characters, printable ASCII (ELMO's have 32).
+ */
+#define ROUTE_ID_MAX 128
 
 /* What routing learnt from a request's headers. */
 typedef struct RequestInfo
@@ -20,8 +24,10 @@ typedef struct RequestInfo
 	bool		used_current_token; /* authenticated with our current token */
 	bool		previous_token_live;	/* ... while the previous one was still
 										 * accepted: applying it retires that one */
-	char		request_id[ROUTE_ID_SIZE];	/* "" when absent */
-	char		correlation_id[ROUTE_ID_SIZE];
+	char		request_id[ROUTE_ID_MAX + 1];	/* "" when absent */
+	char		correlation_id[ROUTE_ID_MAX + 1];
+	bool		request_id_unusable;	/* register/handshake: sent, but too
+										 * long or not printable ASCII */
 } RequestInfo;
 
 /* The headers routing reads (NULL when absent). */
@@ -29,6 +35,7 @@ typedef struct RouteHeaders
 {
 	const char *authorization;
 	const char *content_length;
+	int			content_lengths;	/* Content-Length headers sent */
 	const char *request_id;
 	const char *correlation_id;
 } RouteHeaders;
@@ -38,6 +45,8 @@ typedef struct Refusal
 {
 	int			status;
 	const char *allow;			/* Allow header of a 405 */
+	const char *field;			/* the header or field at fault, or NULL */
+	bool		close;			/* the request's end is unknown: close the connection */
 	char		message[160];
 } Refusal;
 

@@ -11,6 +11,7 @@
 #include "pgtime.h"
 #include "utils/guc.h"
 
+#include "addresses.h"
 #include "settings.h"
 
 char	   *elmo_database = NULL;
@@ -21,7 +22,10 @@ int			elmo_max_request_size = 1024 * 1024;
 char	   *elmo_tls_cert_file = NULL;
 char	   *elmo_tls_key_file = NULL;
 int			elmo_max_connections = 256;
-int			elmo_connection_timeout = 30;
+int			elmo_connection_timeout = 10;
+int			elmo_max_connections_per_client = 64;
+int			elmo_request_receive_timeout = 10000;
+char	   *elmo_allowed_clients = NULL;
 int			elmo_apply_timeout = 2000;
 int			elmo_batch_max = 256;
 char	   *elmo_ca_file = NULL;
@@ -81,6 +85,20 @@ check_deadline(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static bool
+check_allowed_clients(char **newval, void **extra, GucSource source)
+{
+	char		err[200];
+
+	if (!address_list_parse(*newval, NULL, NULL, err, sizeof(err)))
+	{
+		GUC_check_errdetail("elmo_oscp.allowed_clients: %s.", err);
+		GUC_check_errhint("List IP addresses and CIDR ranges separated by commas, for example \"203.0.113.7, 10.1.0.0/16\"; empty admits any client.");
+		return false;
+	}
+	return true;
+}
+
 typedef struct TextSetting
 {
 	const char *name;
@@ -110,6 +128,7 @@ static const TextSetting text_settings[] = {
 	{"path_prefix", "URL path under which ELMO's callbacks are served.", NULL, &elmo_path_prefix, "/oscp/fp/2.0", PGC_SIGHUP, check_path_prefix},
 	{"public_url", "This CSMS's OSCP base URL as ELMO reaches it.", "Sent to ELMO in register; for example https://csms.example.com/oscp/fp/2.0.", &elmo_public_url, "", PGC_SIGHUP},
 	{"timezone", "Time zone of ELMO's day (10:00, 14:00, 16:00, today and tomorrow).", NULL, &elmo_timezone, "Asia/Taipei", PGC_SIGHUP, check_timezone},
+	{"allowed_clients", "Addresses and CIDR ranges that may connect to the OSCP listener; empty: any.", "Others are refused when they connect, before they send anything.", &elmo_allowed_clients, "", PGC_SIGHUP, check_allowed_clients},
 	{"tls_cert_file", "PEM certificate (chain) for HTTPS; empty serves plain HTTP.", NULL, &elmo_tls_cert_file, "", PGC_POSTMASTER},
 	{"tls_key_file", "PEM private key for HTTPS.", NULL, &elmo_tls_key_file, "", PGC_POSTMASTER},
 	{"ca_file", "CA bundle used to verify ELMO's certificate; empty uses the system's.", NULL, &elmo_ca_file, "", PGC_SIGHUP},
@@ -122,7 +141,9 @@ static const IntSetting int_settings[] = {
 	{"port", "TCP port of the OSCP listener.", &elmo_port, 8780, 1, 65535, PGC_POSTMASTER, 0},
 	{"max_request_size", "Largest request body the listener accepts.", &elmo_max_request_size, 1024 * 1024, 1024, INT_MAX / 2, PGC_SIGHUP, GUC_UNIT_BYTE},
 	{"max_connections", "Most concurrent HTTP connections the listener keeps.", &elmo_max_connections, 256, 1, 10000, PGC_POSTMASTER, 0},
-	{"connection_timeout", "Idle HTTP connections are closed after this long.", &elmo_connection_timeout, 30, 1, 3600, PGC_POSTMASTER, GUC_UNIT_S},
+	{"max_connections_per_client", "Most concurrent HTTP connections from one client address.", &elmo_max_connections_per_client, 64, 1, 10000, PGC_SIGHUP, 0},
+	{"connection_timeout", "Idle HTTP connections are closed after this long.", &elmo_connection_timeout, 10, 1, 3600, PGC_POSTMASTER, GUC_UNIT_S},
+	{"request_receive_timeout", "Time a client has to send a whole request, and to take its answer.", &elmo_request_receive_timeout, 10000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"apply_timeout", "Time budget for applying one batch of received messages before answering.", &elmo_apply_timeout, 2000, 1, 15000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"batch_max", "Most requests committed together (group commit).", &elmo_batch_max, 256, 1, 10000, PGC_SIGHUP, 0},
 	{"connect_timeout", "Connect timeout for requests to ELMO.", &elmo_connect_timeout, 5000, 1, 600000, PGC_SIGHUP, GUC_UNIT_MS},

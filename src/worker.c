@@ -23,6 +23,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
+#include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -80,18 +81,24 @@ build_wait_set(void)
 		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_fd, NULL, NULL);
 }
 
-/* The settings the listener's routing may take at a reload. */
+/* The settings the listener's routing and guard may take at a reload. */
 static void
 configure_listener(void)
 {
+	ConnLimits	l = {(unsigned int) elmo_max_connections_per_client,
+		(unsigned int) elmo_connection_timeout * 1000, (unsigned int) elmo_request_receive_timeout,
+	elmo_allowed_clients};
+
 	routes_configure(elmo_path_prefix, (size_t) elmo_max_request_size);
+	conns_configure(&l);
 }
 
 static void
 start_listener(void)
 {
 	HttpServerSettings s = {elmo_listen_addresses, elmo_port, elmo_tls_cert_file, elmo_tls_key_file,
-	(unsigned int) elmo_max_connections, (unsigned int) elmo_connection_timeout};
+		(unsigned int) elmo_max_connections, (unsigned int) elmo_connection_timeout,
+	(unsigned int) max_safe_fds};
 	HttpServerError err = {{0}};
 	bool		tls = (elmo_tls_cert_file[0] != '\0');
 
@@ -105,10 +112,41 @@ start_listener(void)
 		next_listen_retry = ms_from_now(RETRY_LISTEN_MS);
 		return;
 	}
+	if (err.message[0] != '\0')
+		ereport(WARNING, (errmsg("elmo_oscp: %s", err.message), errhint("%s", err.hint)));
 	http_fd = http_server_epoll_fd();
 	shmem_set_listening(true, tls, elmo_listen_addresses, elmo_port);
 	ereport(LOG, (errmsg("elmo_oscp: listening on %s:%d (%s), path prefix %s",
 						 elmo_listen_addresses, elmo_port, tls ? "https" : "http", elmo_path_prefix)));
+}
+
+/*
+ * What the connection guard did, in the log at once and then at most once a
+ * minute: enough for an operator to see an attack or a limit set too low,
+ * never a flood.
+ */
+static void
+log_guard(const ConnCounts *c)
+{
+	static ConnCounts sum;
+	static TimestampTz next_log = 0;
+
+	sum.refused_not_allowed += c->refused_not_allowed;
+	sum.refused_per_client += c->refused_per_client;
+	sum.refused_full += c->refused_full;
+	sum.evicted += c->evicted;
+	sum.overdue += c->overdue;
+	if (sum.refused_not_allowed + sum.refused_per_client + sum.refused_full + sum.evicted + sum.overdue == 0 ||
+		GetCurrentTimestamp() < next_log)
+		return;
+	ereport(LOG,
+			(errmsg("elmo_oscp listener: refused %llu connections (%llu not in allowed_clients, %llu over max_connections_per_client, %llu with max_connections reached), evicted %llu, closed %llu past request_receive_timeout or connection_timeout",
+					(unsigned long long) (sum.refused_not_allowed + sum.refused_per_client + sum.refused_full),
+					(unsigned long long) sum.refused_not_allowed, (unsigned long long) sum.refused_per_client,
+					(unsigned long long) sum.refused_full, (unsigned long long) sum.evicted,
+					(unsigned long long) sum.overdue)));
+	memset(&sum, 0, sizeof(sum));
+	next_log = ms_from_now(60000);
 }
 
 /* Let libmicrohttpd work; pass on what it logged and counted. */
@@ -125,6 +163,7 @@ run_listener(void)
 	for (int i = 0; i < 6; i++)
 		if (c.answered[i])
 			pg_atomic_fetch_add_u64(&elmo_shared->requests[i], c.answered[i]);
+	log_guard(&c.connections);
 }
 
 /* Requests completed in this turn: stored, answered, and the answers sent. */

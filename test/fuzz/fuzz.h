@@ -186,6 +186,7 @@ typedef struct Model
 	bool		health;
 	bool		not_implemented;	/* an OSCP message this side does not take (501) */
 	bool		version_odd;
+	bool		headers_may_end;	/* a line the server may take for the end of the headers */
 } Model;
 
 /*

@@ -180,12 +180,19 @@ model_build(const Req *r, const char *token, Model *m)
 		head_bytes += h->name.len + h->value.len + 4;
 		if (h->name.len == 0 || h->name.p[0] == 0x01)
 			m->odd_syntax = true;
+		/* libmicrohttpd 0.9.75 ends the headers at a line with no name (": x") */
+		if (h->name.len == 0)
+			m->headers_may_end = true;
 		for (size_t k = 0; k < h->name.len; k++)
 			if (!is_tchar(h->name.p[k]))
 				m->odd_syntax = true;
 		for (size_t k = 0; k < h->value.len; k++)
+		{
 			if ((h->value.p[k] < 0x20 && h->value.p[k] != '\t') || h->value.p[k] == 0x7f)
 				m->odd_syntax = true;
+			if (h->value.p[k] == '\r' || h->value.p[k] == '\n')
+				m->headers_may_end = true;
+		}
 		if (buf_ieqs(&h->name, "Transfer-Encoding") || buf_ieqs(&h->name, "Content-Length") ||
 			buf_ieqs(&h->name, "Upgrade") || buf_ieqs(&h->name, "Trailer") ||
 			buf_ieqs(&h->name, "Content-Encoding"))
@@ -287,6 +294,14 @@ model_build(const Req *r, const char *token, Model *m)
 			m->incomplete = true;
 			break;
 	}
+	/*
+	 * A lone LF may end a line (RFC 9112 2.2): "value\n\r\n" can end the
+	 * header section there, and the rest be read as a body or as junk; so can
+	 * a line with no name, in the server's library.  What the server read is
+	 * then not known, nor whether it saw the headers after.
+	 */
+	if (m->headers_may_end)
+		m->body_known = false;
 	if (m->incomplete || m->bad_framing)
 	{
 		m->well_framed = false;

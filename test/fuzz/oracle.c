@@ -567,6 +567,37 @@ id_in(const Model *m, const Buf *rid)
 	return false;
 }
 
+/*
+ * The listener's rule for register and handshake, which are never refused
+ * for a header: an X-Request-ID it cannot keep exactly (over 128 characters,
+ * or not printable ASCII) is replaced by a generated one, as a missing one is.
+ */
+#define REQUEST_ID_MAX 128
+
+static bool
+id_usable(const Buf *id)
+{
+	if (id->len == 0 || id->len > REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < id->len; i++)
+		if (id->p[i] < 0x20 || id->p[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/*
+ * The server makes up the ID: none sent, or (register/handshake) the one it
+ * reads unusable, or not seen (the headers may end before it).
+ */
+static bool
+id_generated(const Model *m)
+{
+	if (m->nids == 0 || m->headers_may_end)
+		return true;
+	return (strcmp(m->message, "register") == 0 || strcmp(m->message, "handshake") == 0) &&
+		!id_usable(&m->ids[0]);
+}
+
 static const char *
 where(int conn, int req, const Case *c)
 {
@@ -726,7 +757,7 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 					if (id_in(&models[i][j], &rows[r].rid) &&
 						(pass == 1 || o[i].req[j].answer.status == 204))
 						rows[r].owner_conn = i, rows[r].owner_req = j;
-	/* a generated ID: a request without X-Request-ID, same message (and body, if it can be) */
+	/* a generated ID: a request without a usable X-Request-ID, same message (and body, if it can be) */
 	for (int pass = 0; pass < 2; pass++)
 		for (int r = 0; r < nrows; r++)
 			for (int i = 0; i < c->nconn && rows[r].owner_conn < 0; i++)
@@ -737,7 +768,7 @@ checker_case(Checker *k, const Case *c, const Plan *plan, ConnOutcome *o, Failur
 
 					for (int q = 0; q < nrows; q++)
 						taken |= rows[q].owner_conn == i && rows[q].owner_req == j;
-					if (!taken && m->nids == 0 && o[i].req[j].answer.status == 204 &&
+					if (!taken && id_generated(m) && o[i].req[j].answer.status == 204 &&
 						(m->message[0] == '\0' || strcmp(m->message, rows[r].message) == 0) &&
 						(pass == 1 || !m->body_known || buf_eq(&m->body, rows[r].raw.p, rows[r].raw.len)))
 						rows[r].owner_conn = i, rows[r].owner_req = j;

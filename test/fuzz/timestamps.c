@@ -216,10 +216,11 @@ timestamp_mutation(Rng *r, const char *orig, const char *date, char *out, size_t
 	else
 	{
 		/* a small edit of the original: a digit changed, a character dropped or added */
-		size_t		n = strlen(orig);
+		size_t		n;
 		static const char pool[] = "0123456789-:.+TZtz ";
 
 		snprintf(out, size, "%s", orig);
+		n = strlen(out);		/* an earlier mutation may have made it longer than out */
 		if (n == 0)
 			return;
 		{
