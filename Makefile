@@ -3,6 +3,7 @@
 #   make            build elmo_oscp.so, the install script and the ELMO simulator
 #   make install    install the extension into the PostgreSQL found by PG_CONFIG
 #   make test       install missing Debian packages, build, install, run every test
+#   make test-ha    the same with Patroni, etcd and HAProxy: failover under load
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
 
@@ -59,10 +60,13 @@ clean-sim:
 test:
 	bash test/run.sh
 
+test-ha:
+	bash test/ha/run.sh
+
 demo:
 	bash test/demo.sh
 
 bench:
 	bash bench/run.sh
 
-.PHONY: test demo bench clean-sim
+.PHONY: test test-ha demo bench clean-sim
