@@ -14,7 +14,8 @@ plan 28
 
 G=B6734_AE0100_00848825118
 A=B6734_AE0100_00848825118 B=B6734_AE0100_00848821001 C=Q1907_CC4701_18364851681
-FAILOVER_DEADLINE=60     # seconds from the fault to a 204 through HAProxy
+FAILOVER_DEADLINE=30     # seconds from the fault to a 204 through HAProxy
+SUMMARY=()
 
 ha_setup
 cleanup() { ha_stop; if [ -n "${KEEP:-}" ]; then echo "# kept $HA_WORK"; else rm -rf "$HA_WORK"; fi; }
@@ -69,10 +70,11 @@ measure_failover() {
   poll $FAILOVER_DEADLINE haproxy_up && t_served=$(( $(now_ms) - FAULT_AT ))
   diag "node$new promoted after ${t_promoted:-?} ms, its worker listening after ${t_listener:-?} ms," \
        "served through HAProxy after ${t_served:-?} ms"
+  SERVED_MS=${t_served:-none}
   [ -n "${t_served:-}" ]
 }
 
-# after_fault NEW — 200 more forecasts answered, the load stopped, every
+# after_fault NEW LABEL — 200 more forecasts answered, the load stopped, every
 # forecast answered 204 looked up on NEW; sets LOST
 after_fault() {
   local new=$1 base
@@ -90,8 +92,9 @@ after_fault() {
             echo " WHERE NOT EXISTS (SELECT 1 FROM elmo_received_message r WHERE r.request_id = a.request_id);"
           } | as_pg psql -h "$HA_WORK/n$new" -p "$PG_PORT" -U postgres -d csms -XAtq -v ON_ERROR_STOP=1)
   LOST_N=$(echo $LOST | wc -w)
-  [ "$LOST_N" -eq 0 ] || diag "answered 204 but missing on node$new: $LOST_N ($LOST)"
+  [ "$LOST_N" -eq 0 ] || diag "answered 204 but missing on node$new: $LOST_N (e.g. $(echo $LOST | cut -d' ' -f1-5))"
   ACKED_N=$(wc -l <"$HA_WORK/acked")
+  SUMMARY+=("$2: served after $SERVED_MS ms, $LOST_N of $ACKED_N answered 204 missing")
 }
 
 # applied_on NEW — every forecast answered 204 is also in capacity_forecast
@@ -117,7 +120,7 @@ ok $((in_flight_ok + load_ok)) "1: under load (forecasts answered 204 through HA
 FAULT_AT=$(now_ms); kill -9 "$(postmaster_pid 1)"
 measure_failover 1 2
 ok $? "1: after kill -9 of node1's postmaster, Patroni promotes node2 and its worker serves through HAProxy"
-after_fault 2
+after_fault 2 "kill -9"
 is "$LOST_N" 0 "1: every one of the $ACKED_N forecasts answered 204 is on node2"
 poll 30 applied_on 2; ok $? "1: and applied (in capacity_forecast)"
 delivered_on2() { [ "$(pgq 2 "SELECT count(*) FROM elmo_outbox WHERE message = 'update_group_measurements' AND state = 'delivered'")" = 6 ]; }
@@ -138,18 +141,27 @@ ok $order_ok "1: within each group, ELMO got them in the order they were queued"
 poll 120 is_sync_standby 1
 ok $? "1: node1 rejoins (pg_rewind) as the synchronous standby"
 
-# ---- 2. the standby cut off, then the primary killed
+# ---- 2. the standby cut off, then the primary killed: the stream pauses, node2's
+# walsender is stopped with everything sent, the stream resumes, and the worker's
+# next commit waits for a standby that will never have it
 before_fault; load_ok=$?
+ha_load_stop; poll 60 sim_idle
 walsender=$(pgq 2 "SELECT pid FROM pg_stat_replication WHERE application_name = 'node1'")
 kill -STOP "$walsender"
-waits_for_standby() { [ "$(pgq 2 "SELECT wait_event FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker'")" = SyncRep ]; }
-poll 10 waits_for_standby
-ok $((load_ok + $?)) "2: under load, node2's walsender stopped: the worker's commit waits for the standby"
+all_sent=$(pgq 2 "SELECT sent_lsn = pg_current_wal_flush_lsn() FROM pg_stat_replication WHERE application_name = 'node1'")
+ha_load_start "$G"
+waits_for_standby() {
+  [ "$(pgq 2 "SELECT wait_event = 'SyncRep' AND pg_current_wal_flush_lsn() > (SELECT sent_lsn FROM pg_stat_replication
+              WHERE application_name = 'node1') FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker'")" = t ]
+}
+poll 10 waits_for_standby; waits=$?
+[ "$all_sent" = t ] || diag "WAL not yet sent when the walsender was stopped"
+ok $((load_ok + waits)) "2: under load, node2's walsender stopped: the worker's commit waits for the standby"
 FAULT_AT=$(now_ms); kill -9 "$(postmaster_pid 2)"
 kill -9 "$walsender"     # what it holds never reaches node1, as over a broken link
 measure_failover 2 1
 ok $? "2: after kill -9 of node2's postmaster, Patroni promotes node1 and its worker serves through HAProxy"
-after_fault 1
+after_fault 1 "standby cut off + kill -9"
 is "$LOST_N" 0 "2: every one of the $ACKED_N forecasts answered 204 is on node1 (none answered before the standby had it)"
 poll 30 applied_on 1; ok $? "2: and applied (in capacity_forecast)"
 poll 120 is_sync_standby 2
@@ -163,10 +175,11 @@ as_pg env HOME="$HA_WORK" patronictl -c "$HA_WORK/n1/patroni.yml" switchover --l
 ok $? "3: patronictl switchover --leader node1 --candidate node2"
 measure_failover 1 2
 ok $? "3: node2 is the primary and its worker serves through HAProxy"
-after_fault 2
+after_fault 2 "switchover"
 is "$LOST_N" 0 "3: every one of the $ACKED_N forecasts answered 204 is on node2"
 poll 30 applied_on 2; ok $? "3: and applied (in capacity_forecast)"
 poll 120 is_sync_standby 1
 ok $? "3: node1 follows as the synchronous standby"
 is "$(pgq 2 "SELECT count(*) FROM elmo_outbox WHERE state NOT IN ('delivered')")" 0 "no outgoing message left undelivered"
+for line in "${SUMMARY[@]}"; do diag "$line"; done
 diag "whole run: $(( ($(now_ms) - T0) / 1000 )) s"
