@@ -353,7 +353,9 @@ wait_for_database(void)
 		StartTransactionCommand();
 		exists = db_database_exists(elmo_database);
 		CommitTransactionCommand();
-		if (exists)
+		shmem_read_worker(&w);
+		/* while a DROP DATABASE of it is under way, it still shows: wait for its end */
+		if (exists && !w.database_dropping)
 		{
 			shmem_set_database_ok(true);
 			/* exit code 1: the postmaster starts us again, now connecting to it */
