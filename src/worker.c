@@ -412,6 +412,8 @@ elmo_worker_main(Datum arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	/* pg_cancel_backend() cancels what a transaction does, never the loop (db.c) */
+	HOLD_CANCEL_INTERRUPTS();
 	BackgroundWorkerUnblockSignals();
 	shmem_worker_started();
 	connect_to_database();
