@@ -21,7 +21,7 @@ MODULE_big = elmo_oscp
 TRANSPORT_OBJS = src/routes.o src/http_server.o src/http_client.o
 OBJS = \
 	$(TRANSPORT_OBJS) \
-	src/settings.o src/shmem.o src/ids.o src/statements.o src/db.o \
+	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o src/db.o \
 	src/inbound.o src/sender.o src/tokens.o src/sql_api.o \
 	src/worker.o \
 	src/elmo_oscp.o

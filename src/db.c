@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "db.h"
+#include "durability.h"
 #include "shmem.h"
 
 static SPIPlanPtr plans[STMT_COUNT];
@@ -116,6 +117,7 @@ db_transaction(const char *what, DbWork work, void *arg)
 		SPI_finish();
 		PopActiveSnapshot();
 		HOLD_CANCEL_INTERRUPTS();
+		durability_before_commit();
 		CommitTransactionCommand();
 		error_context_stack = errcallback.previous;
 	}

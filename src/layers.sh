@@ -12,7 +12,7 @@ layer() {
 		no_postgres|routes|http_client) echo 0 ;;
 		http_server) echo 1 ;;
 		compat) echo 10 ;;
-		settings|shmem|ids|statements) echo 11 ;;
+		settings|shmem|ids|statements|durability) echo 11 ;;
 		db) echo 12 ;;
 		inbound|sender|tokens|sql_api) echo 20 ;;
 		worker) echo 30 ;;

@@ -30,6 +30,7 @@
 
 #include "compat.h"
 #include "db.h"
+#include "durability.h"
 #include "http_server.h"
 #include "inbound.h"
 #include "routes.h"
@@ -287,6 +288,7 @@ reload_config(void)
 {
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
+	durability_enforce_session();
 	configure_listener();
 	next_housekeeping = 0;		/* the sender reads its settings at each claim */
 }
@@ -405,6 +407,7 @@ connect_to_database(void)
 	/* The worker's own SQL must never be cut short by a DBA's default. */
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	durability_enforce_session();
 }
 
 void
