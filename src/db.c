@@ -87,7 +87,8 @@ report_and_abort(const char *what, MemoryContext cxt)
  *
  * A cancel (pg_cancel_backend) counts only inside a transaction: between
  * transactions the worker holds it off, and one that came then had nothing
- * to cancel.  During COMMIT it can no longer undo the transaction.
+ * to cancel.  During COMMIT it can only end a wait for the synchronous
+ * standbys (see durability.c).
  */
 bool
 db_transaction(const char *what, DbWork work, void *arg)
@@ -119,10 +120,12 @@ db_transaction(const char *what, DbWork work, void *arg)
 		HOLD_CANCEL_INTERRUPTS();
 		durability_before_commit();
 		CommitTransactionCommand();
+		durability_after_commit();
 		error_context_stack = errcallback.previous;
 	}
 	PG_CATCH();
 	{
+		durability_after_commit();
 		report_and_abort(what, cxt);
 		ok = false;
 	}

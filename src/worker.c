@@ -410,11 +410,19 @@ connect_to_database(void)
 	durability_enforce_session();
 }
 
+/* SIGTERM: finish what is in hand, but end a wait for the synchronous standbys. */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	SignalHandlerForShutdownRequest(postgres_signal_arg);
+	durability_cut_wait();
+}
+
 void
 elmo_worker_main(Datum arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, worker_sigterm);
 	/* pg_cancel_backend() cancels what a transaction does, never the loop (db.c) */
 	HOLD_CANCEL_INTERRUPTS();
 	BackgroundWorkerUnblockSignals();
