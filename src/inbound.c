@@ -243,13 +243,17 @@ batch_work(void *arg)
 static void
 withhold_acknowledgements(Batch *b, CommitDurability d)
 {
+	StringInfoData ids;
 	int			withheld = 0;
 
+	initStringInfo(&ids);
 	for (int i = 0; i < b->n; i++)
 	{
 		if (b->reqs[i]->status != 204)
 			continue;
 		http_request_drop(b->reqs[i]);
+		if (withheld < 10)
+			appendStringInfo(&ids, "%s%s", withheld ? ", " : "", b->reqs[i]->info.request_id);
 		withheld++;
 	}
 	if (withheld == 0)
@@ -257,7 +261,8 @@ withhold_acknowledgements(Batch *b, CommitDurability d)
 	ereport(WARNING,
 			(errmsg("elmo_oscp: %d requests closed without an answer: %s",
 					withheld, durability_reason(d)),
-			 errdetail("Their messages are committed on this server, but a failover to a standby that lacks them would lose them; ELMO is not told they are stored and sees a failure instead."),
+			 errdetail("Their messages are committed on this server, but a failover to a standby that lacks them would lose them: ELMO is not told they are stored and counts them as failed. X-Request-ID: %s%s.",
+					   ids.data, withheld > 10 ? ", ..." : ""),
 			 errhint("See pg_stat_replication and synchronous_standby_names.")));
 }
 
