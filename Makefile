@@ -4,6 +4,7 @@
 #   make install    install the extension into the PostgreSQL found by PG_CONFIG
 #   make sim        build the ELMO simulator (sim/elmo-sim; needs libjansson-dev)
 #   make test       install missing Debian packages, build, install, run every test
+#   make test-ha    the same with Patroni, etcd and HAProxy: failover under load
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
 #   make fuzz       a fuzzing campaign against the listener (FUZZ_SEED, FUZZ_CASES)
@@ -20,7 +21,7 @@ MODULE_big = elmo_oscp
 TRANSPORT_OBJS = src/addresses.o src/connections.o src/routes.o src/http_server.o src/http_client.o
 OBJS = \
 	$(TRANSPORT_OBJS) \
-	src/settings.o src/shmem.o src/ids.o src/statements.o src/db.o \
+	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o src/db.o \
 	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o \
 	src/worker.o \
 	src/elmo_oscp.o
@@ -84,6 +85,9 @@ clean-fuzz:
 test:
 	bash test/run.sh
 
+test-ha:
+	bash test/ha/run.sh
+
 demo:
 	bash test/demo.sh
 
@@ -94,4 +98,4 @@ bench:
 fuzz:
 	bash test/fuzz/run.sh
 
-.PHONY: sim test demo bench fuzz clean-sim clean-fuzz check-layers
+.PHONY: sim test test-ha demo bench fuzz clean-sim clean-fuzz check-layers

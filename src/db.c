@@ -34,12 +34,14 @@
 #include "utils/timestamp.h"
 
 #include "db.h"
+#include "durability.h"
 #include "shmem.h"
 
 static SPIPlanPtr plans[STMT_COUNT];
 static bool extension_0_1_0 = false;
 static MemoryContext caller_cxt = NULL;	/* of the running db_transaction */
 static bool missing_object = false;
+static TimeoutId budget_timeout = MAX_TIMEOUTS; /* not registered yet */
 
 /* ---------------------------------------------------------------- transactions */
 
@@ -82,17 +84,25 @@ report_and_abort(const char *what, MemoryContext cxt)
  * Run work(arg) in a transaction of its own, shown in pg_stat_activity as
  * "elmo_oscp: <what>".  True when it committed.  The caller's memory context
  * is current again on return either way; db_keep() copies results into it.
+ *
+ * A cancel (pg_cancel_backend) counts only inside a transaction: between
+ * transactions the worker holds it off, and one that came then had nothing
+ * to cancel.  During COMMIT it can only end a wait for the synchronous
+ * standbys (see durability.c).
  */
 bool
 db_transaction(const char *what, DbWork work, void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	uint32		cancel_holdoff = QueryCancelHoldoffCount;
 	ErrorContextCallback errcallback;
 	char		activity[96];
 	volatile bool ok = true;
 
 	snprintf(activity, sizeof(activity), "elmo_oscp: %s", what);
 	caller_cxt = cxt;
+	QueryCancelPending = false;
+	QueryCancelHoldoffCount = 0;
 	PG_TRY();
 	{
 		SetCurrentStatementStartTimestamp();
@@ -107,26 +117,41 @@ db_transaction(const char *what, DbWork work, void *arg)
 		work(arg);
 		SPI_finish();
 		PopActiveSnapshot();
+		HOLD_CANCEL_INTERRUPTS();
+		durability_before_commit();
 		CommitTransactionCommand();
+		durability_after_commit();
 		error_context_stack = errcallback.previous;
 	}
 	PG_CATCH();
 	{
+		durability_after_commit();
 		report_and_abort(what, cxt);
 		ok = false;
 	}
 	PG_END_TRY();
+	QueryCancelHoldoffCount = cancel_holdoff;
 	pgstat_report_activity(STATE_IDLE, NULL);
 	caller_cxt = NULL;
 	MemoryContextSwitchTo(cxt);
 	return ok;
 }
 
+static void
+budget_spent(void)
+{
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
 /*
  * Inside a transaction: run work(arg) in a subtransaction, cut short after
  * timeout_ms (0: no limit).  NULL when it succeeded; else the error (in the
  * caller's memory), the subtransaction rolled back, *timed_out telling
- * whether our timer cut it.
+ * whether our timer cut it.  The timer is the worker's own: PostgreSQL's
+ * statement timeout forgets that it fired while it raises the cancel, and
+ * a cancel from pg_cancel_backend() must stay told apart from it.
  */
 ErrorData *
 db_subtransaction(DbWork work, void *arg, int timeout_ms, bool *timed_out)
@@ -136,24 +161,23 @@ db_subtransaction(DbWork work, void *arg, int timeout_ms, bool *timed_out)
 	ErrorData  *volatile edata = NULL;
 
 	*timed_out = false;
+	if (budget_timeout == MAX_TIMEOUTS)
+		budget_timeout = RegisterTimeout(USER_TIMEOUT, budget_spent);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	if (timeout_ms > 0)
-		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+		enable_timeout_after(budget_timeout, timeout_ms);
 	PG_TRY();
 	{
 		work(arg);
 		if (timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+			disable_timeout(budget_timeout, true);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
 		if (timeout_ms > 0)
-		{
-			*timed_out = get_timeout_indicator(STATEMENT_TIMEOUT, false);
-			disable_timeout(STATEMENT_TIMEOUT, false);
-		}
+			disable_timeout(budget_timeout, true);
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -162,9 +186,13 @@ db_subtransaction(DbWork work, void *arg, int timeout_ms, bool *timed_out)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
-	/* a timer that fired between the end of the work and disable_timeout */
-	if (timeout_ms > 0)
-		QueryCancelPending = false;
+	if (timeout_ms > 0 && get_timeout_indicator(budget_timeout, true))
+	{
+		if (edata != NULL)
+			*timed_out = true;
+		else
+			QueryCancelPending = false; /* it fired as the work ended: our cancel, not a user's */
+	}
 	return edata;
 }
 

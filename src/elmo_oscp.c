@@ -9,6 +9,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_database.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -17,6 +20,7 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 
+#include "compat.h"
 #include "settings.h"
 #include "shmem.h"
 
@@ -27,6 +31,8 @@ void		_PG_init(void);
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
+static object_access_hook_type prev_object_access = NULL;
+static bool dropping_our_database = false;
 
 static void
 elmo_shmem_request(void)
@@ -61,27 +67,64 @@ register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* The DROP DATABASE that stopped the worker ended: committed or rolled back. */
+static void
+drop_xact_callback(XactEvent event, void *arg)
+{
+	if (!dropping_our_database)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+			shmem_set_database_dropping(false, event == XACT_EVENT_COMMIT);
+			dropping_our_database = false;
+			break;
+		default:
+			break;
+	}
+}
+
 /*
  * DROP DATABASE of the database the worker serves must not fail because the
- * worker is connected to it: tell the worker to stay out (it then waits for
- * the database to exist again, without connecting) and wait until it left.
+ * worker is connected to it.  PostgreSQL calls this hook once the caller is
+ * known to own the database, outside a transaction block, and before it
+ * looks for sessions connected to it: tell the worker to stay out (it then
+ * waits for the database without connecting) and wait until it has left.
+ * Its exit broadcasts the condition variable.  Any DROP that fails before
+ * this point (a transaction block, a role without the right) leaves the
+ * worker alone.
  */
 static void
 stop_worker_for_drop(void)
 {
+	static bool callback_registered = false;
 	WorkerView	w;
 
-	shmem_set_database_ok(false);
+	if (!callback_registered)
+	{
+		RegisterXactCallback(drop_xact_callback, NULL);
+		callback_registered = true;
+	}
+	shmem_set_database_dropping(true, false);
+	dropping_our_database = true;
 	shmem_read_worker(&w);
 	if (w.pid == 0)
 		return;
 	kill(w.pid, SIGTERM);
-	for (int i = 0; i < 1000 && w.pid != 0; i++)	/* 10 s at most */
-	{
-		CHECK_FOR_INTERRUPTS();
-		pg_usleep(10000);
-		shmem_read_worker(&w);
-	}
+	if (!shmem_wait_worker_gone(10000))
+		ereport(WARNING,
+				(errmsg("elmo_oscp: the worker did not leave database \"%s\" within 10 s", elmo_database)));
+}
+
+static void
+elmo_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
+{
+	if (prev_object_access)
+		prev_object_access(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == DatabaseRelationId && elmo_shared != NULL &&
+		objectId == get_database_oid(elmo_database, true))
+		stop_worker_for_drop();
 }
 
 /* CREATE, ALTER (UPDATE, SET SCHEMA) or DROP of an extension: the worker looks again after COMMIT. */
@@ -108,32 +151,13 @@ elmo_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyT
 					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *stmt = pstmt->utilityStmt;
-	volatile bool dropping = false;
 
-	if (elmo_shared != NULL && IsA(stmt, DropdbStmt) &&
-		strcmp(((DropdbStmt *) stmt)->dbname, elmo_database) == 0)
-	{
-		dropping = true;
-		stop_worker_for_drop();
-	}
-
-	PG_TRY();
-	{
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-								 queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-									queryEnv, dest, qc);
-	}
-	PG_CATCH();
-	{
-		/* the drop failed: the database is still there, let the worker back in */
-		if (dropping)
-			shmem_set_database_ok(true);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
 
 	if (elmo_shared != NULL && changes_an_extension(stmt))
 		shmem_wake_worker_at_commit(true);
@@ -161,6 +185,8 @@ _PG_init(void)
 
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = elmo_process_utility;
+	prev_object_access = object_access_hook;
+	object_access_hook = elmo_object_access;
 
 	register_worker();
 }

@@ -32,7 +32,8 @@ enum
 {
 	REQ_READING,				/* headers accepted, body being read */
 	REQ_QUEUED,					/* complete, suspended, for the worker */
-	REQ_ANSWERED				/* answer set, to be sent */
+	REQ_ANSWERED,				/* answer set, to be sent */
+	REQ_DROPPED					/* to be closed without an answer */
 };
 
 static struct MHD_Daemon *mhd = NULL;
@@ -148,6 +149,18 @@ http_request_set_answer(HttpRequest *req, int status, const char *json)
 	req->answer = json ? strdup(json) : NULL;
 	req->status = status;
 	req->state = REQ_ANSWERED;
+}
+
+/*
+ * No answer at all: once resumed, the connection is closed.  The client sees
+ * a failure, where any answer would claim something we cannot vouch for.
+ */
+void
+http_request_drop(HttpRequest *req)
+{
+	free(req->answer);
+	req->answer = NULL;
+	req->state = REQ_DROPPED;
 }
 
 void
@@ -317,6 +330,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	if (req->state == REQ_ANSWERED)
 		return queue_answer(req);
+	if (req->state == REQ_DROPPED)
+		return MHD_NO;
 	if (req->state == REQ_QUEUED)
 		return MHD_YES;			/* spurious call while suspended */
 	return finish_request(req);

@@ -76,6 +76,7 @@ extern bool http_server_has_ready(void);
 extern HttpRequest *http_server_take_ready(int *count);
 extern int	http_server_requests_in_progress(void);
 extern void http_request_set_answer(HttpRequest *req, int status, const char *json);
+extern void http_request_drop(HttpRequest *req);
 extern void http_request_resume(HttpRequest *req);
 
 extern bool http_server_take_log(char *buf, size_t size);

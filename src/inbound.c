@@ -8,9 +8,10 @@
  * NOTIFY), all within one time budget, elmo_oscp.apply_timeout, for the
  * whole batch.  A failing apply rolls back only its subtransaction; an apply
  * the budget cuts short stays 'received' and is applied after the answers
- * went out.  Only after COMMIT is any request resumed, so a 204 always means
- * stored.  Every answer is copied into the request's own memory when it is
- * known: SPI's memory is gone after the commit.
+ * went out.  Only after COMMIT is any request resumed, and a 204 only once
+ * the commit is as durable as the cluster promises (durability.c): so a 204
+ * always means stored.  Every answer is copied into the request's own memory
+ * when it is known: SPI's memory is gone after the commit.
  */
 #include "postgres.h"
 
@@ -23,6 +24,7 @@
 #include "utils/timestamp.h"
 
 #include "db.h"
+#include "durability.h"
 #include "ids.h"
 #include "inbound.h"
 #include "settings.h"
@@ -261,14 +263,49 @@ batch_work(void *arg)
 	}
 }
 
+/*
+ * The commit is not as durable as the cluster promises (durability.c): no
+ * request of the batch that would be answered 204 is answered at all.  ELMO
+ * sees a failure, never an acknowledgement a failover could undo.
+ */
+static void
+withhold_acknowledgements(Batch *b, CommitDurability d)
+{
+	StringInfoData ids;
+	int			withheld = 0;
+
+	initStringInfo(&ids);
+	for (int i = 0; i < b->n; i++)
+	{
+		if (b->reqs[i]->status != 204)
+			continue;
+		http_request_drop(b->reqs[i]);
+		if (withheld < 10)
+			appendStringInfo(&ids, "%s%s", withheld ? ", " : "", b->reqs[i]->info.request_id);
+		withheld++;
+	}
+	if (withheld == 0)
+		return;
+	ereport(WARNING,
+			(errmsg("elmo_oscp: %d requests closed without an answer: %s",
+					withheld, durability_reason(d)),
+			 errdetail("Their messages are committed on this server, but a failover to a standby that lacks them would lose them: ELMO is not told they are stored and counts them as failed. X-Request-ID: %s%s.",
+					   ids.data, withheld > 10 ? ", ..." : ""),
+			 errhint("See pg_stat_replication and synchronous_standby_names.")));
+}
+
 /* One transaction for b; true when it committed. */
 static bool
 run_batch(Batch *b)
 {
 	bool		retired = false;
+	CommitDurability d;
 
 	if (!db_transaction("receiving", batch_work, b))
 		return false;
+	d = durability_of_last_commit();
+	if (d != COMMIT_DURABLE)
+		withhold_acknowledgements(b, d);
 	/* ELMO used our current token: the apply retired the previous one */
 	for (int i = 0; i < b->n; i++)
 		retired |= (b->message_id[i] != 0 && b->reqs[i]->info.used_current_token &&

@@ -13,7 +13,7 @@ layer() {
 		connections) echo 1 ;;
 		http_server) echo 2 ;;
 		compat) echo 10 ;;
-		settings|shmem|ids|statements) echo 11 ;;
+		settings|shmem|ids|statements|durability) echo 11 ;;
 		db) echo 12 ;;
 		inbound|sender|tokens|sql_api|rfc3339) echo 20 ;;
 		worker) echo 30 ;;

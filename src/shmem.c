@@ -7,6 +7,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -48,6 +49,7 @@ shmem_attach(void)
 		pg_atomic_init_u64(&elmo_shared->send_failures, 0);
 		pg_atomic_init_u64(&elmo_shared->apply_failures, 0);
 		ConditionVariableInit(&elmo_shared->outbox_cv);
+		ConditionVariableInit(&elmo_shared->worker_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -131,7 +133,55 @@ shmem_read_worker(WorkerView *view)
 	strlcpy(view->last_error, elmo_shared->last_error, sizeof(view->last_error));
 	view->last_error_at = elmo_shared->last_error_at;
 	view->database_ok = elmo_shared->database_ok;
+	view->database_dropping = elmo_shared->database_dropping;
 	SpinLockRelease(&elmo_shared->mutex);
+}
+
+/*
+ * A DROP DATABASE of the worker's database starts (the worker must stay out:
+ * it waits without connecting) or ends: committed, the database is gone and
+ * the worker keeps waiting for it; rolled back, it is let back in at once.
+ */
+void
+shmem_set_database_dropping(bool dropping, bool dropped)
+{
+	SpinLockAcquire(&elmo_shared->mutex);
+	elmo_shared->database_dropping = dropping;
+	if (dropping)
+		elmo_shared->database_ok = false;
+	else if (!dropped)
+		elmo_shared->database_ok = true;
+	SpinLockRelease(&elmo_shared->mutex);
+	if (!dropping)
+		shmem_wake_worker();
+}
+
+/* Sleep until no worker runs, at most timeout_ms; true when it is gone. */
+bool
+shmem_wait_worker_gone(int timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	bool		gone;
+
+	ConditionVariablePrepareToSleep(&elmo_shared->worker_cv);
+	for (;;)
+	{
+		long		secs;
+		int			usecs;
+
+		SpinLockAcquire(&elmo_shared->mutex);
+		gone = (elmo_shared->worker_pid == 0);
+		SpinLockRelease(&elmo_shared->mutex);
+		if (gone)
+			break;
+		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+		if (secs == 0 && usecs == 0)
+			break;
+		(void) ConditionVariableTimedSleep(&elmo_shared->worker_cv, secs * 1000 + (usecs + 999) / 1000,
+										   PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return gone;
 }
 
 static void
@@ -142,6 +192,7 @@ worker_exited(int code, Datum arg)
 	elmo_shared->worker_latch = NULL;
 	elmo_shared->listening = false;
 	SpinLockRelease(&elmo_shared->mutex);
+	ConditionVariableBroadcast(&elmo_shared->worker_cv);
 }
 
 /* Publish the worker's latch first thing: a DROP DATABASE may be waiting for it. */

@@ -23,6 +23,7 @@ typedef struct ElmoShared
 	bool		listening;
 	bool		tls;
 	bool		database_ok;	/* elmo_oscp.database was seen to exist */
+	bool		database_dropping;	/* a DROP DATABASE of it is under way */
 	int			bound_port;
 	char		bound_address[64];
 	char		last_error[ELMO_ERRLEN];
@@ -39,6 +40,7 @@ typedef struct ElmoShared
 	pg_atomic_uint64 send_failures; /* outbound attempts that were not 2xx */
 	pg_atomic_uint64 apply_failures;
 	ConditionVariable outbox_cv;	/* broadcast after outcomes are recorded */
+	ConditionVariable worker_cv;	/* broadcast when the worker exits */
 } ElmoShared;
 
 /* NULL unless the library came through shared_preload_libraries */
@@ -56,6 +58,7 @@ typedef struct WorkerView
 	char		last_error[ELMO_ERRLEN];
 	TimestampTz last_error_at;
 	bool		database_ok;
+	bool		database_dropping;
 } WorkerView;
 
 extern Size shmem_size(void);
@@ -65,6 +68,8 @@ extern void shmem_set_last_error(const char *msg);
 extern void shmem_wake_worker(void);
 extern void shmem_wake_worker_at_commit(bool extension_changed);
 extern void shmem_read_worker(WorkerView *view);
+extern void shmem_set_database_dropping(bool dropping, bool dropped);
+extern bool shmem_wait_worker_gone(int timeout_ms);
 
 /* the worker's own */
 extern void shmem_worker_started(void);

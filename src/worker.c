@@ -31,6 +31,7 @@
 
 #include "compat.h"
 #include "db.h"
+#include "durability.h"
 #include "http_server.h"
 #include "inbound.h"
 #include "routes.h"
@@ -326,6 +327,7 @@ reload_config(void)
 {
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
+	durability_enforce_session();
 	configure_listener();
 	next_housekeeping = 0;		/* the sender reads its settings at each claim */
 }
@@ -392,7 +394,9 @@ wait_for_database(void)
 		StartTransactionCommand();
 		exists = db_database_exists(elmo_database);
 		CommitTransactionCommand();
-		if (exists)
+		shmem_read_worker(&w);
+		/* while a DROP DATABASE of it is under way, it still shows: wait for its end */
+		if (exists && !w.database_dropping)
 		{
 			shmem_set_database_ok(true);
 			/* exit code 1: the postmaster starts us again, now connecting to it */
@@ -442,13 +446,24 @@ connect_to_database(void)
 	/* The worker's own SQL must never be cut short by a DBA's default. */
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	durability_enforce_session();
+}
+
+/* SIGTERM: finish what is in hand, but end a wait for the synchronous standbys. */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	SignalHandlerForShutdownRequest(postgres_signal_arg);
+	durability_cut_wait();
 }
 
 void
 elmo_worker_main(Datum arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, worker_sigterm);
+	/* pg_cancel_backend() cancels what a transaction does, never the loop (db.c) */
+	HOLD_CANCEL_INTERRUPTS();
 	BackgroundWorkerUnblockSignals();
 	shmem_worker_started();
 	connect_to_database();

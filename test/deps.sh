@@ -9,7 +9,11 @@ PACKAGES=(
   libtap-parser-sourcehandler-pgtap-perl      # pg_prove
   libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
 )
-[ "${1:-}" = "--bench" ] && PACKAGES+=(wrk nginx-light postgresql-contrib)
+case "${1:-}" in
+  --bench) PACKAGES+=(wrk nginx-light postgresql-contrib) ;;
+  # make test-ha: Patroni, etcd as its store, HAProxy, and envsubst for examples/ha/
+  --ha)    PACKAGES+=(patroni python3-etcd etcd-server etcd-client haproxy gettext-base) ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -26,7 +30,7 @@ echo "== installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 # policy-rc.d keeps the packages from starting their own services (Debian's
-# postgresql and nginx would otherwise start a server of their own).
+# postgresql, nginx, etcd and haproxy would otherwise start a server of their own).
 had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
 [ $had_policy = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
