@@ -44,10 +44,21 @@ sim_start "$SIM_PORT" --allow-local-urls --no-schedule --handshake-delay-ms 200 
 
 declare -A RESULT
 fail=0
+# ONLY=PATTERN runs just the pgTAP and end-to-end files whose names contain it
+# (and pg_regress only when a regression test's name matches): for iterating.
+PGTAP_FILES=(test/pgtap/*.sql) E2E_FILES=(test/e2e/*.t)
+if [ -n "${ONLY:-}" ]; then
+  mapfile -t PGTAP_FILES < <(printf '%s\n' "${PGTAP_FILES[@]}" | grep -F -- "$ONLY")
+  mapfile -t E2E_FILES < <(printf '%s\n' "${E2E_FILES[@]}" | grep -F -- "$ONLY")
+  mapfile -t REGRESS < <(printf '%s\n' "${REGRESS[@]}" | grep -F -- "$ONLY")
+  psql -XAtqc "CREATE EXTENSION IF NOT EXISTS elmo_oscp" >/dev/null
+fi
 
 echo "== pg_regress"
 rm -rf results regression.diffs regression.out
-if "$(dirname "$(pg_config --pgxs)")/../test/regress/pg_regress" \
+if [ ${#REGRESS[@]} -eq 0 ]; then
+  RESULT[pg_regress]="not run"
+elif "$(dirname "$(pg_config --pgxs)")/../test/regress/pg_regress" \
      --inputdir=. --bindir="$PGBIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
      --dbname=elmo_test --use-existing "${REGRESS[@]}"; then
   RESULT[pg_regress]=ok
@@ -57,15 +68,18 @@ else
 fi
 
 echo "== pgTAP"
-if ls test/pgtap/*.sql >/dev/null 2>&1 && \
-   pg_prove --ext .sql -h "$PGHOST" -p "$PGPORT" -U postgres -d elmo_test test/pgtap/*.sql; then
+if [ ${#PGTAP_FILES[@]} -eq 0 ]; then
+  RESULT[pgtap]="not run"
+elif pg_prove --ext .sql -h "$PGHOST" -p "$PGPORT" -U postgres -d elmo_test "${PGTAP_FILES[@]}"; then
   RESULT[pgtap]=ok
 else
   RESULT[pgtap]=FAILED; fail=1
 fi
 
 echo "== end to end"
-if ls test/e2e/*.t >/dev/null 2>&1 && prove -e bash test/e2e/*.t; then
+if [ ${#E2E_FILES[@]} -eq 0 ]; then
+  RESULT[e2e]="not run"
+elif prove -e bash "${E2E_FILES[@]}"; then
   RESULT[e2e]=ok
 else
   RESULT[e2e]=FAILED; fail=1
