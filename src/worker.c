@@ -6,7 +6,8 @@
  * libcurl's epoll descriptor (outbound).  Every turn of the loop:
  *   listener → its completed requests → inbound (one transaction, answers)
  *   sender → outbound transfers progress, outcomes recorded, more claimed
- *   timers → retried applies, housekeeping (usage reports, retention)
+ *   timers → capacity_in_force at its changes, retried applies,
+ *            housekeeping (usage reports, alerts, retention)
  * Everything a turn allocates outside a transaction lives in a memory
  * context that is reset when the turn ends.
  *
@@ -29,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "capacity.h"
 #include "compat.h"
 #include "db.h"
 #include "durability.h"
@@ -243,6 +245,7 @@ check_extension(void)
 							 f.version ? f.version : "?", f.schema)));
 		strlcpy(found_as, found, sizeof(found_as));
 		tokens_forget();
+		capacity_found();
 		next_housekeeping = 0;
 	}
 	else if (was_ready)
@@ -275,6 +278,7 @@ run_timers(void)
 {
 	if (!extension_ready || ShutdownRequestPending || http_server_has_ready())
 		return;
+	capacity_run();
 	if (GetCurrentTimestamp() >= next_housekeeping)
 		run_housekeeping();
 	if (!inbound_retry_due())
@@ -304,6 +308,7 @@ turn_timeout(bool may_claim)
 	if (extension_ready)
 	{
 		timeout = timeout_min(timeout, ms_until(next_housekeeping));
+		timeout = timeout_min(timeout, capacity_timeout_ms());
 		timeout = timeout_min(timeout, inbound_retry_timeout_ms());
 	}
 	else
