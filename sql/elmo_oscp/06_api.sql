@@ -581,8 +581,10 @@ SELECT coalesce(r.state, 'not_registered') AS state,
            'Registered; waiting for ELMO''s handshake and for our handshake_acknowledge to be accepted. '
            || 'Business messages wait until then.'
          WHEN NOT st.elmo_reachable THEN
-           'Connected, but ELMO has not been reachable since ' || st.elmo_unreachable_since || ': our deliveries fail (see last_error in elmo_status()). Messages stay queued and are retried; '
-           || 'check that ' || coalesce(r.elmo_base_url, r.elmo_url) || ' is reachable from the database server.'
+           'Connected, but ELMO has not been reachable since ' || st.elmo_unreachable_since
+           || ': our deliveries fail (see last_error in elmo_status()). Messages stay queued and are '
+           || 'retried; check that ' || coalesce(r.elmo_base_url, r.elmo_url)
+           || ' is reachable from the database server.'
          ELSE 'Connected: messages flow both ways.'
        END AS hint
   FROM (VALUES (1)) v(id)
