@@ -31,12 +31,14 @@ typedef struct Upkeep
 	bool		failed;
 } Upkeep;
 
+/* The upkeep's one statement; its result (the next change) goes to shared memory in SQL. */
 static void
 upkeep_statement(void *arg)
 {
-	Datum		scope = CStringGetTextDatum(((Upkeep *) arg)->scope);
+	Upkeep	   *u = (Upkeep *) arg;
+	Datum		scope = CStringGetTextDatum(u->scope);
 
-	db_run(STMT_CAPACITY_UPKEEP, &scope, NULL, 1);
+	(void) db_run(STMT_CAPACITY_UPKEEP, &scope, NULL, 1);
 }
 
 /*
