@@ -21,9 +21,11 @@
 #include "shmem.h"
 
 #define RETRY_MS 5000			/* after a failed upkeep */
+#define BUSY_EVERY_MS 250		/* at most this often while requests wait */
 
 static bool full_wanted = true;
 static TimestampTz retry_at = 0;	/* after a failed upkeep: not before */
+static TimestampTz last_run = 0;
 
 typedef struct Upkeep
 {
@@ -70,20 +72,26 @@ capacity_found(void)
 	full_wanted = true;
 }
 
-/* Refresh what is due; the upkeep itself says when the next change is. */
+/*
+ * Refresh what is due; the upkeep itself says when the next change is.
+ * busy: requests are waiting for their answer; then at most every
+ * BUSY_EVERY_MS, so that a flood of forecasts neither starves the upkeep nor
+ * pays a transaction of it per batch.
+ */
 void
-capacity_run(void)
+capacity_run(bool busy)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	bool		recheck;
 	bool		due;
 	Upkeep		u;
 
-	if (now < retry_at)
+	if (now < retry_at || (busy && now < TimestampTzPlusMilliseconds(last_run, BUSY_EVERY_MS)))
 		return;
 	due = shmem_capacity_take_due(now, &recheck);
 	if (!due && !recheck && !full_wanted)
 		return;
+	last_run = now;
 	u.scope = full_wanted ? "all" : recheck ? "known" : "due";
 	u.failed = false;
 	if (db_transaction(strcmp(u.scope, "due") == 0 ? "changing capacity_in_force" : "refreshing capacity_in_force",

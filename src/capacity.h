@@ -5,7 +5,7 @@
 #define ELMO_CAPACITY_H
 
 extern void capacity_found(void);
-extern void capacity_run(void);
+extern void capacity_run(bool busy);
 extern long capacity_timeout_ms(void);
 
 #endif							/* ELMO_CAPACITY_H */

@@ -276,9 +276,12 @@ run_housekeeping(void)
 static void
 run_timers(void)
 {
-	if (!extension_ready || ShutdownRequestPending || http_server_has_ready())
+	if (!extension_ready || ShutdownRequestPending)
 		return;
-	capacity_run();
+	/* capacity changes are announced within a second even while requests keep coming */
+	capacity_run(http_server_has_ready());
+	if (http_server_has_ready())
+		return;
 	if (GetCurrentTimestamp() >= next_housekeeping)
 		run_housekeeping();
 	if (!inbound_retry_due())
