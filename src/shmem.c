@@ -18,6 +18,7 @@
 ElmoShared *elmo_shared = NULL;
 
 static bool wake_at_commit = false;
+static bool latch_at_commit = false;	/* the latch only: no new messages */
 static bool extension_changed_at_commit = false;
 static TimestampTz capacity_due_at_commit = 0;	/* 0: none */
 static bool capacity_recheck_at_commit = false;
@@ -70,20 +71,27 @@ shmem_set_last_error(const char *msg)
 	SpinLockRelease(&elmo_shared->mutex);
 }
 
-/* Bump the generation and set the worker's latch (safe from any backend). */
-void
-shmem_wake_worker(void)
+/* Set the worker's latch: it looks at its timers again. */
+static void
+set_worker_latch(void)
 {
 	Latch	   *latch;
 
-	if (elmo_shared == NULL)
-		return;
-	pg_atomic_fetch_add_u64(&elmo_shared->generation, 1);
 	SpinLockAcquire(&elmo_shared->mutex);
 	latch = elmo_shared->worker_latch;
 	SpinLockRelease(&elmo_shared->mutex);
 	if (latch)
 		SetLatch(latch);
+}
+
+/* Bump the generation and set the worker's latch (safe from any backend). */
+void
+shmem_wake_worker(void)
+{
+	if (elmo_shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&elmo_shared->generation, 1);
+	set_worker_latch();
 }
 
 /* Lower the instant capacity_in_force next changes to at (never raise it). */
@@ -116,6 +124,8 @@ wake_xact_callback(XactEvent event, void *arg)
 				pg_atomic_write_u32(&elmo_shared->capacity_recheck, 1);
 			if (wake_at_commit)
 				shmem_wake_worker();
+			else if (latch_at_commit && elmo_shared != NULL)
+				set_worker_latch();
 			break;
 		default:
 			break;
@@ -123,7 +133,7 @@ wake_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
-		wake_at_commit = extension_changed_at_commit = capacity_recheck_at_commit = false;
+		wake_at_commit = latch_at_commit = extension_changed_at_commit = capacity_recheck_at_commit = false;
 		capacity_due_at_commit = 0;
 	}
 }
@@ -152,7 +162,8 @@ shmem_wake_worker_at_commit(bool extension_changed)
 
 /*
  * When this transaction commits, capacity_in_force changes next at [at] (the
- * worker looks then), or wants a full refresh; the worker is woken.
+ * worker looks then), or wants a full refresh; the worker's latch is set, but
+ * the generation stays (nothing new to send, no tokens to read again).
  */
 void
 shmem_capacity_due_at_commit(TimestampTz at)
@@ -160,7 +171,7 @@ shmem_capacity_due_at_commit(TimestampTz at)
 	register_xact_callback();
 	if (capacity_due_at_commit == 0 || at < capacity_due_at_commit)
 		capacity_due_at_commit = Max(at, 1);
-	wake_at_commit = true;
+	latch_at_commit = true;
 }
 
 void
@@ -168,7 +179,7 @@ shmem_capacity_recheck_at_commit(void)
 {
 	register_xact_callback();
 	capacity_recheck_at_commit = true;
-	wake_at_commit = true;
+	latch_at_commit = true;
 }
 
 void
