@@ -319,9 +319,6 @@ DECLARE
     next_at timestamptz;
     failed boolean := false;
 BEGIN
-    -- derived state, refreshed in full at every start: no need to wait for
-    -- the disk at commit (nor to make ELMO's next request wait behind it)
-    PERFORM set_config('synchronous_commit', 'off', true);
     FOR g IN SELECT c.group_id FROM capacity_in_force c WHERE c.until <= now()
              UNION
              SELECT d.group_id FROM _elmo_capacity_dirty d
