@@ -22,7 +22,7 @@ TRANSPORT_OBJS = src/addresses.o src/connections.o src/routes.o src/http_server.
 OBJS = \
 	$(TRANSPORT_OBJS) \
 	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o src/db.o \
-	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o \
+	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o src/capacity.o \
 	src/worker.o \
 	src/elmo_oscp.o
 

@@ -44,6 +44,8 @@ static int	elmo_report_interval = 60;
 static char *elmo_usage_source = NULL;
 static int	elmo_retention = 7 * 86400;
 static char *elmo_trigger_callback_url = NULL;
+static char *elmo_day_ahead_deadline = NULL;
+static int	elmo_unreachable_alert_after = 300;
 
 static bool
 check_path_prefix(char **newval, void **extra, GucSource source)
@@ -79,7 +81,7 @@ check_deadline(char **newval, void **extra, GucSource source)
 
 	if (sscanf(*newval, "%d:%d%c", &h, &m, &tail) != 2 || h < 0 || h > 23 || m < 0 || m > 59)
 	{
-		GUC_check_errdetail("elmo_oscp.adjust_deadline must be a local time of day as HH:MM, for example \"14:00\".");
+		GUC_check_errdetail("It must be a local time of day as HH:MM, for example \"14:00\".");
 		return false;
 	}
 	return true;
@@ -135,6 +137,7 @@ static const TextSetting text_settings[] = {
 	{"adjust_deadline", "Local time after which elmo_adjust_capacity refuses requests for tomorrow.", NULL, &elmo_adjust_deadline, "14:00", PGC_SIGHUP, check_deadline},
 	{"usage_source", "Relation or function giving (group_id, kwh) for automatic usage reports.", "Empty: no automatic reports.", &elmo_usage_source, "", PGC_SIGHUP},
 	{"trigger_callback_url", "Testbed trigger-callback base URL; empty derives it from the ELMO URL.", NULL, &elmo_trigger_callback_url, "", PGC_SIGHUP},
+	{"day_ahead_deadline", "Local time by which tomorrow's day-ahead assignment must have come, or an alert is raised.", "ELMO sends it at 10:00.", &elmo_day_ahead_deadline, "10:05", PGC_SIGHUP, check_deadline},
 };
 
 static const IntSetting int_settings[] = {
@@ -153,6 +156,7 @@ static const IntSetting int_settings[] = {
 	{"max_retry_age", "Age after which a message to ELMO that keeps failing is given up.", &elmo_max_retry_age, 86400, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
 	{"report_interval", "Interval of the automatic usage reports (aligned to it).", &elmo_report_interval, 60, 1, 86400, PGC_SIGHUP, GUC_UNIT_S},
 	{"retention", "How long delivered and applied messages are kept.", &elmo_retention, 7 * 86400, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{"unreachable_alert_after", "An alert is raised when ELMO has been unreachable for longer than this.", &elmo_unreachable_alert_after, 300, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
 };
 
 /* Only in _PG_init, from shared_preload_libraries (the names are copied). */

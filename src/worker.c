@@ -6,7 +6,8 @@
  * libcurl's epoll descriptor (outbound).  Every turn of the loop:
  *   listener → its completed requests → inbound (one transaction, answers)
  *   sender → outbound transfers progress, outcomes recorded, more claimed
- *   timers → retried applies, housekeeping (usage reports, retention)
+ *   timers → capacity_in_force at its changes, retried applies,
+ *            housekeeping (usage reports, alerts, retention)
  * Everything a turn allocates outside a transaction lives in a memory
  * context that is reset when the turn ends.
  *
@@ -29,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "capacity.h"
 #include "compat.h"
 #include "db.h"
 #include "durability.h"
@@ -243,6 +245,7 @@ check_extension(void)
 							 f.version ? f.version : "?", f.schema)));
 		strlcpy(found_as, found, sizeof(found_as));
 		tokens_forget();
+		capacity_found();
 		next_housekeeping = 0;
 	}
 	else if (was_ready)
@@ -273,7 +276,11 @@ run_housekeeping(void)
 static void
 run_timers(void)
 {
-	if (!extension_ready || ShutdownRequestPending || http_server_has_ready())
+	if (!extension_ready || ShutdownRequestPending)
+		return;
+	/* capacity changes are announced within a second even while requests keep coming */
+	capacity_run(http_server_has_ready());
+	if (http_server_has_ready())
 		return;
 	if (GetCurrentTimestamp() >= next_housekeeping)
 		run_housekeeping();
@@ -304,6 +311,7 @@ turn_timeout(bool may_claim)
 	if (extension_ready)
 	{
 		timeout = timeout_min(timeout, ms_until(next_housekeeping));
+		timeout = timeout_min(timeout, capacity_timeout_ms());
 		timeout = timeout_min(timeout, inbound_retry_timeout_ms());
 	}
 	else

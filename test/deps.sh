@@ -8,6 +8,7 @@ PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
   libtap-parser-sourcehandler-pgtap-perl      # pg_prove
   libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
+  prometheus prometheus-postgres-exporter     # examples/monitoring: promtool, the exporter
 )
 case "${1:-}" in
   --bench) PACKAGES+=(wrk nginx-light postgresql-contrib) ;;

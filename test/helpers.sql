@@ -106,7 +106,7 @@ CREATE OR REPLACE FUNCTION test.reset() RETURNS void
 BEGIN
     TRUNCATE capacity_forecast, capacity_forecast_block, elmo_received_message,
              elmo_adjust_request, elmo_outbox, elmo_registration, elmo_usage_last,
-             elmo_group_settings CASCADE;
+             elmo_group_settings, capacity_in_force, _elmo_capacity_dirty, _elmo_alert CASCADE;
     PERFORM _elmo_kick();
 END $$;
 

@@ -39,6 +39,27 @@ CREATE OR REPLACE FUNCTION _elmo_worker_info(
     OUT apply_failures bigint, OUT last_error text, OUT last_error_at timestamptz)
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_worker_info';
 
+-- ELMO's reachability, as the worker's deliveries show it: false after
+-- several failed deliveries in a row (no connection, timeout, 5xx), true
+-- again at ELMO's next answer.  (0.1.0's _elmo_worker_info keeps its columns.)
+CREATE OR REPLACE FUNCTION _elmo_worker_state(
+    OUT elmo_reachable boolean, OUT failed_deliveries int, OUT unreachable_since timestamptz,
+    OUT last_reached_at timestamptz)
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_worker_state';
+
+-- A failure the SQL side found (ELMO's 4xx, a lock-out, a failing
+-- usage_source): elmo_status()'s last_error.  Never pass a token.
+CREATE OR REPLACE FUNCTION _elmo_note_error(what text) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_note_error';
+
+-- capacity_in_force changes next at `at`: the worker looks then (from commit on).
+CREATE OR REPLACE FUNCTION _elmo_capacity_due(at timestamptz) RETURNS void
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'elmo_capacity_due';
+
+-- After commit, the worker refreshes every group of capacity_in_force.
+CREATE OR REPLACE FUNCTION _elmo_capacity_recheck() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_capacity_recheck';
+
 -- ---------------------------------------------------------------- settings
 
 -- The value of setting elmo_oscp.<name>; NULL when it is empty (unset).  The

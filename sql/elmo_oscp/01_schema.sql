@@ -66,8 +66,10 @@ CREATE TABLE elmo_received_message (
     -- applying it retires the previous token
     used_current_token boolean NOT NULL DEFAULT false
 );
+-- Messages not applied: those waiting, and the forecasts the DBA discarded,
+-- which stay in force all the same (the capacity rules read their blocks).
 CREATE INDEX elmo_received_message_unapplied
-    ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed');
+    ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed', 'discarded');
 -- Retention finds old raw messages by receipt time; BRIN: next to nothing per insert.
 CREATE INDEX elmo_received_message_received_at ON elmo_received_message USING brin (received_at);
 
@@ -210,3 +212,38 @@ CREATE TABLE _elmo_usage_skip (
     reason          text NOT NULL,
     skipped_at      timestamptz NOT NULL
 );
+
+-- ---------------------------------------------------------------- capacity in force, alerts
+
+-- One row per group: the capacity in force now, kept by the worker at every
+-- instant it changes (a block boundary, a forecast received, the contract
+-- capacity), so that the CSMS can put a trigger on it.  NOTIFY
+-- elmo_capacity_changed goes with every change of capacity, unit or kind.
+CREATE TABLE capacity_in_force (
+    group_id        text PRIMARY KEY,
+    capacity        numeric,                -- NULL: nothing known
+    unit            text,
+    kind            text,                   -- day_ahead, additional_reply, emergency or contract
+    since           timestamptz NOT NULL,   -- when it came into force
+    until           timestamptz             -- its next change as far as is known; NULL: none
+);
+CREATE INDEX capacity_in_force_until ON capacity_in_force (until);
+
+-- Groups a forecast received may have changed: the worker refreshes their row
+-- right after the answers went out (never on the answering path: a CSMS
+-- trigger on capacity_in_force must not delay ELMO's 204).
+CREATE TABLE _elmo_capacity_dirty (
+    group_id        text PRIMARY KEY
+);
+
+-- Every alert raised (NOTIFY elmo_alert), once: subject says which day,
+-- outage or message it was about.
+CREATE TABLE _elmo_alert (
+    id              bigserial PRIMARY KEY,
+    alert           text NOT NULL,          -- day_ahead_missing, locked_out, elmo_unreachable, apply_failing
+    group_id        text,
+    subject         text NOT NULL,
+    detail          text NOT NULL,
+    raised_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX _elmo_alert_once ON _elmo_alert (alert, coalesce(group_id, ''), subject);

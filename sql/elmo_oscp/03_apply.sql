@@ -228,7 +228,8 @@ END
 $fn$;
 
 -- Records a failed apply (its subtransaction was rolled back): backoff 2, 4, 8,
--- ... seconds, never more than a minute; NOTIFY elmo_apply_failed.
+-- ... seconds, never more than a minute; NOTIFY elmo_apply_failed, and the
+-- alert apply_failing when it keeps failing.
 CREATE OR REPLACE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -240,11 +241,12 @@ BEGIN
            next_apply_at = clock_timestamp()
                            + least(60, power(2, least(m.apply_attempts + 1, 6))) * interval '1 second'
      WHERE m.id = $1 AND m.state IN ('received', 'apply_failed')
-    RETURNING m.id, m.group_id, m.message INTO r;
+    RETURNING m.id, m.group_id, m.message, m.apply_attempts INTO r;
     IF FOUND THEN
         PERFORM pg_notify('elmo_apply_failed',
                           json_build_object('id', r.id, 'group_id', r.group_id, 'message', r.message,
                                             'sqlstate', $2, 'error', left($3, 1000))::text);
+        PERFORM _elmo_check_apply_failing(r.id, r.group_id, r.message, r.apply_attempts, $3);
     END IF;
 END
 $fn$;
@@ -264,22 +266,6 @@ CREATE OR REPLACE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
     SELECT min(coalesce(m.next_apply_at, m.received_at)) FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed') $$;
-
--- For GET /health: registration state (the words of elmo_registration_status)
--- and inbound backlog; no token, no URL.
-CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT jsonb_build_object(
-                        'state', g.state, 'connected', g.connected, 'registered_at', g.registered_at,
-                        'connected_at', g.connected_at, 'last_heard_at', g.last_heard_at,
-                        'elmo_version', g.elmo_version, 'heartbeat_interval', g.heartbeat_interval,
-                        'elmo_offline_mode_at', g.elmo_offline_mode_at)
-                       FROM elmo_registration g WHERE g.id = 1),
-                    '{"state": "not_registered", "connected": false}'::jsonb)
-           || (SELECT jsonb_build_object('unapplied', count(*),
-                                         'apply_failed', count(*) FILTER (WHERE m.state = 'apply_failed'),
-                                         'oldest_unapplied_at', min(m.received_at))
-                 FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')) $$;
 
 -- Purges applied/discarded raw messages older than elmo_oscp.retention.
 -- Forecasts are kept.

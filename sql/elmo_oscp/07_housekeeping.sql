@@ -1,5 +1,5 @@
 -- The worker's periodic jobs (src/worker.c calls _elmo_housekeeping): expiring
--- adjust requests, automatic usage reports, heartbeats, retention.  They run
+-- adjust requests, automatic usage reports, heartbeats, alerts, retention.  They run
 -- in SQL so that their rules sit next to the tables they keep, and the worker
 -- only needs to know when to call again.
 
@@ -27,6 +27,7 @@ BEGIN
     ELSE
         fn := to_regproc(regexp_replace(source, '\(\s*\)\s*$', ''));
         IF fn IS NULL THEN
+            PERFORM _elmo_note_error(format('usage report: elmo_oscp.usage_source %L names no relation or function', source));
             RAISE WARNING 'elmo_oscp.usage_source % names no relation or function: no usage report sent', quote_literal(source)
                 USING HINT = 'Name a view, table or set-returning function giving (group_id, kwh[, measured_at]); the worker''s search_path is the extension''s schema, so qualify other schemas.';
             RETURN;
@@ -45,6 +46,7 @@ BEGIN
                    CASE WHEN s.kwh IS NULL THEN 'no reading (NULL)'
                         WHEN s.kwh IN ('NaN', 'Infinity', '-Infinity') THEN 'reading is not finite'
                         WHEN s.kwh < 0 THEN 'negative reading'
+                        WHEN s.measured_at > now() THEN 'reading stamped in the future'
                         WHEN s.kwh < l.kwh THEN 'reading below the last one reported'
                    END AS reason
               FROM src s LEFT JOIN elmo_usage_last l ON l.group_id = s.group_id
@@ -137,6 +139,7 @@ BEGIN
                 BEGIN
                     PERFORM _elmo_report_usage_auto(source);
                 EXCEPTION WHEN others THEN
+                    PERFORM _elmo_note_error(format('usage report from %s failed: %s', source, SQLERRM));
                     RAISE WARNING 'elmo_oscp: usage report from % failed: %', source, SQLERRM
                         USING HINT = 'Fix elmo_oscp.usage_source or what it reads; the next interval tries again.';
                 END;
@@ -162,6 +165,9 @@ BEGIN
         END IF;
         next_at := least(next_at, last_at + every);
     END IF;
+
+    -- alerts: tomorrow's plan missing, ELMO unreachable too long
+    next_at := least(next_at, _elmo_check_day_ahead(now()), _elmo_check_unreachable(now()));
 
     -- retention, every 10 minutes
     SELECT t.last_run_at INTO last_at FROM elmo_timer t WHERE t.name = 'retention';

@@ -17,6 +17,11 @@ GRANT SELECT ON elmo_group_settings TO PUBLIC;
 -- what was asked for each day (elmo_day_plan shows it next to what was granted)
 GRANT SELECT ON elmo_adjust_request TO PUBLIC;
 GRANT SELECT ON elmo_capacity_now TO PUBLIC;
+GRANT SELECT ON capacity_in_force TO PUBLIC;
+
+-- Alerts and metrics are the operator's.
+REVOKE ALL ON _elmo_alert, _elmo_capacity_dirty FROM PUBLIC;
+REVOKE ALL ON elmo_alerts, elmo_metrics FROM PUBLIC;
 
 -- ---------------------------------------------------------------- functions
 
@@ -28,7 +33,7 @@ GRANT EXECUTE ON FUNCTION elmo_capacity_at(text, timestamptz), elmo_capacity_sch
 -- Receipt and application: the worker's, and the DBA's (elmo_replay, elmo_discard).
 REVOKE ALL ON FUNCTION _elmo_receive(text, text, text, text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION _elmo_apply(bigint), _elmo_apply_failed(bigint, text, text),
-                       _elmo_applies_due(int), _elmo_next_apply_at(), _elmo_health(),
+                       _elmo_applies_due(int), _elmo_next_apply_at(),
                        _elmo_retention_inbound(),
                        elmo_replay(bigint), elmo_discard(bigint, text)
     FROM PUBLIC;
@@ -65,5 +70,26 @@ REVOKE ALL ON FUNCTION
 
 -- The worker's periodic jobs.
 REVOKE ALL ON FUNCTION
-    _elmo_housekeeping(), _elmo_report_usage_auto(text), _elmo_retention_outbound()
+    _elmo_housekeeping(), _elmo_report_usage_auto(text), _elmo_retention_outbound(),
+    _elmo_usage_refused(text, bigint)
+  FROM PUBLIC;
+
+-- The worker's state in shared memory, and what the SQL side tells it.
+REVOKE ALL ON FUNCTION
+    _elmo_worker_state(), _elmo_note_error(text), _elmo_capacity_due(timestamptz), _elmo_capacity_recheck()
+  FROM PUBLIC;
+
+-- capacity_in_force, kept by the worker.
+REVOKE ALL ON FUNCTION
+    _elmo_capacity_boundaries(text, timestamptz, timestamptz),
+    _elmo_capacity_next_change(text, timestamptz, numeric, text, text),
+    _elmo_capacity_refresh(text, timestamptz),
+    _elmo_capacity_upkeep(text), _elmo_group_settings_changed()
+  FROM PUBLIC;
+
+-- Alerts.
+REVOKE ALL ON FUNCTION
+    _elmo_alert(text, text, text, text, text), _elmo_expected_groups(date), _elmo_has_plan(text, date),
+    _elmo_check_day_ahead(timestamptz), _elmo_check_unreachable(timestamptz),
+    _elmo_check_apply_failing(bigint, text, text, int, text)
   FROM PUBLIC;

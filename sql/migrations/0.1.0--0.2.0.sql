@@ -7,6 +7,39 @@
 -- elmo_retry: a failed message queued again (no default: no table rewrite).
 ALTER TABLE elmo_outbox ADD COLUMN retried_at timestamptz;
 
+-- Discarded forecasts stay in force: the capacity rules find them through this index.
+DROP INDEX elmo_received_message_unapplied;
+CREATE INDEX elmo_received_message_unapplied
+    ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed', 'discarded');
+
+CREATE TABLE capacity_in_force (
+    group_id        text PRIMARY KEY,
+    capacity        numeric,
+    unit            text,
+    kind            text,
+    since           timestamptz NOT NULL,
+    until           timestamptz
+);
+CREATE INDEX capacity_in_force_until ON capacity_in_force (until);
+
+CREATE TABLE _elmo_capacity_dirty (
+    group_id        text PRIMARY KEY
+);
+
+CREATE TABLE _elmo_alert (
+    id              bigserial PRIMARY KEY,
+    alert           text NOT NULL,
+    group_id        text,
+    subject         text NOT NULL,
+    detail          text NOT NULL,
+    raised_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX _elmo_alert_once ON _elmo_alert (alert, coalesce(group_id, ''), subject);
+
 -- Functions 0.2.0 no longer has.
 DROP FUNCTION IF EXISTS _elmo_conf(text, text);         -- settings: _elmo_setting(name)
 DROP FUNCTION IF EXISTS _elmo_blocks_error(jsonb);      -- now _elmo_blocks_problem(jsonb)
+DROP FUNCTION IF EXISTS _elmo_health();                -- /health tells nothing about the CSMS now
+-- Result columns changed: created again by the code parts.
+DROP FUNCTION IF EXISTS elmo_capacity_schedule(text, date);   -- + applied
+DROP FUNCTION IF EXISTS elmo_status();                        -- + elmo_reachable, oldest_undelivered_age

@@ -4,7 +4,7 @@
 \ir ../helpers.sql
 SELECT test.reset();
 BEGIN;
-SELECT plan(106);
+SELECT plan(110);
 SET LOCAL elmo_oscp.enforce_deadlines = on;
 SET LOCAL client_min_messages = error;   -- the warnings are the point of some calls
 
@@ -122,9 +122,15 @@ SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', -1)$$, '22023', NULL
 SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 'NaN')$$, '22023', NULL, 'NaN refused');
 SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', NULL)$$, '22023', NULL, 'NULL refused');
 SELECT throws_ok($$SELECT elmo_report_usage('', 1)$$, '22023', NULL, 'empty group_id refused');
+SELECT is((SELECT count(*)::int FROM elmo_usage_last WHERE group_id = 'pgtap-out-g1'), 0,
+          'the group''s readings were refused or never delivered: none is the baseline');
+SELECT lives_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1200)$$, 'so a reading below the refused 1300 is taken');
 SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1000)$$, '22023', NULL, 'a decrease is an error');
 SELECT lives_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1000, allow_decrease => true)$$, 'unless allowed (meter replaced)');
 SELECT is((SELECT kwh FROM elmo_usage_last WHERE group_id = 'pgtap-out-g1'), 1000::numeric, 'the last reading is tracked');
+SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1001, now() + interval '1 minute')$$, '22023',
+                 NULL, 'a reading stamped in the future is refused at the call');
+SELECT is((SELECT kwh FROM elmo_usage_last WHERE group_id = 'pgtap-out-g1'), 1000::numeric, '... and is no baseline');
 SELECT is((SELECT count(*) FROM (SELECT elmo_report_usage('pgtap-out-set-' || g, g) FROM generate_series(1, 5) g) s), 5::bigint,
           'set-returning style: one message per call');
 
