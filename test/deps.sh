@@ -21,7 +21,7 @@ for opt in "$@"; do
     --bench) PACKAGES+=(wrk nginx-light postgresql-contrib) ;;
     # make test-ha: Patroni, etcd as its store, HAProxy, and envsubst for examples/ha/
     --ha)    PACKAGES+=(patroni python3-etcd etcd-server etcd-client haproxy gettext-base) ;;
-    --deb)   PACKAGES+=(dpkg-dev debhelper postgresql-server-dev-all) ;;
+    --deb)   PACKAGES+=(build-essential dpkg-dev debhelper postgresql-server-dev-all) ;;
     *) echo "deps.sh: unknown option $opt" >&2; exit 2 ;;
   esac
 done
