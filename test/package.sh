@@ -18,6 +18,6 @@ export DEBIAN_FRONTEND=noninteractive
 echo "== installing ${names[*]}"
 apt-get install -y -q --no-install-recommends "${debs[@]}" >/tmp/elmo_oscp_package_install.log 2>&1 ||
   { cat /tmp/elmo_oscp_package_install.log >&2; echo "installing the package failed" >&2; exit 1; }
-trap 'dpkg --purge "${names[@]}" >/dev/null' EXIT
+trap 'dpkg --purge "${names[@]}" >/dev/null 2>&1' EXIT
 
 debian/tests/installcheck
