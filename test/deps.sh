@@ -3,6 +3,7 @@
 # demo, when they are missing.  Idempotent; asks apt only when something is.
 #   --bench  also what the benchmarks need
 #   --deb    also what building the Debian package needs
+#   --majors also what make test-majors needs on the host (debootstrap)
 # The PostgreSQL major is ELMO_PG_MAJOR, else the installed pg_config's,
 # else Debian 12's (15).
 set -euo pipefail
@@ -22,6 +23,7 @@ for opt in "$@"; do
     # make test-ha: Patroni, etcd as its store, HAProxy, and envsubst for examples/ha/
     --ha)    PACKAGES+=(patroni python3-etcd etcd-server etcd-client haproxy gettext-base) ;;
     --deb)   PACKAGES+=(build-essential dpkg-dev debhelper postgresql-server-dev-all) ;;
+    --majors) PACKAGES+=(debootstrap) ;;
     *) echo "deps.sh: unknown option $opt" >&2; exit 2 ;;
   esac
 done

@@ -22,16 +22,11 @@ prepare_only=
 [ "${1:-}" = --prepare ] && { prepare_only=1; shift; }
 MAJORS=("$@")
 [ ${#MAJORS[@]} -gt 0 ] || MAJORS=(17 18)
-HOST_MAJOR=$(pg_config --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
-HOST_MAJOR=${HOST_MAJOR:-15}
 
 [ "$(id -u)" -eq 0 ] || { echo "test-majors needs root (debootstrap, chroot, mount)" >&2; exit 1; }
-if ! command -v debootstrap >/dev/null; then
-  echo "== installing debootstrap"
-  apt-get install -y -q --no-install-recommends debootstrap >/dev/null ||
-    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debootstrap >/dev/null; } ||
-    { echo "cannot install debootstrap" >&2; exit 1; }
-fi
+bash test/deps.sh --deb --majors || exit 1
+HOST_MAJOR=$(pg_config --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+HOST_MAJOR=${HOST_MAJOR:-15}
 
 RUN=$(mktemp -d /var/tmp/elmo_oscp_majors.XXXXXX)
 children=()
