@@ -2,6 +2,7 @@
 # Installs the Debian packages elmo_oscp needs to build, test and run its
 # demo, when they are missing.  Idempotent; asks apt only when something is.
 #   --bench  also what the benchmarks need
+#   --ha     also what make test-ha needs
 #   --deb    also what building the Debian package needs
 #   --majors also what make test-majors needs on the host (debootstrap)
 # The PostgreSQL major is ELMO_PG_MAJOR, else the installed pg_config's,
