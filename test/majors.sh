@@ -88,7 +88,7 @@ enter() {
 }
 
 inside() {
-  in_chroot "$ROOT" ELMO_PG_MAJOR="$major" ELMO_PORT_OFFSET="${ELMO_PORT_OFFSET:-0}" KEEP="${KEEP:-}" CI="${CI:-}" -- \
+  in_chroot "$ROOT" ELMO_PG_MAJOR="$major" ELMO_PORT_OFFSET="${ELMO_PORT_OFFSET:-0}" KEEP="${KEEP:-}" ONLY="${ONLY:-}" CI="${CI:-}" -- \
     bash -c 'cd /build/elmo_oscp && "$@"' inside "$@"
 }
 
