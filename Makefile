@@ -8,6 +8,8 @@
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
 #   make fuzz       a fuzzing campaign against the listener (FUZZ_SEED, FUZZ_CASES)
+#   make deb        the Debian package for this system's PostgreSQL, into dist/
+#   make test-majors  the suite and the packages on PostgreSQL 17 and 18 (chroots; root)
 
 EXTENSION  = elmo_oscp
 # The version lives in elmo_oscp.control only; C and SQL get it from here.
@@ -98,4 +100,10 @@ bench:
 fuzz:
 	bash test/fuzz/run.sh
 
-.PHONY: sim test test-ha demo bench fuzz clean-sim clean-fuzz check-layers
+deb:
+	bash tools/build-deb.sh
+
+test-majors:
+	bash test/majors.sh
+
+.PHONY: sim test test-ha demo bench fuzz clean-sim clean-fuzz check-layers deb test-majors
