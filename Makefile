@@ -3,6 +3,9 @@
 #   make            build elmo_oscp.so and the install script
 #   make install    install the extension into the PostgreSQL found by PG_CONFIG
 #   make sim        build the ELMO simulator (sim/elmo-sim; needs libjansson-dev)
+#   make installcheck  the pg_regress tests against a running server that has
+#                   elmo_oscp installed and preloaded (PGHOST, PGPORT, PGUSER)
+#   make META.json  PGXN's metadata, from META.json.in and elmo_oscp.control
 #   make test       install missing Debian packages, build, install, run every test
 #   make test-ha    the same with Patroni, etcd and HAProxy: failover under load
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
@@ -12,8 +15,9 @@
 #   make test-majors  the suite and the packages on PostgreSQL 17 and 18 (chroots; root)
 
 EXTENSION  = elmo_oscp
-# The version lives in elmo_oscp.control only; C and SQL get it from here.
+# The version lives in elmo_oscp.control only; C, SQL and META.json get it from here.
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+ABSTRACT   = $(shell sed -n "s/^comment *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = elmo_oscp
 # In layers, calls going down only (src/CONTRACT.md; src/layers.sh checks it):
@@ -42,6 +46,12 @@ DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql \
              $(patsubst sql/migrations/%,sql/$(EXTENSION)--%,$(MIGRATIONS))
 DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
+# make installcheck: sql/<test>.sql against expected/<test>.out, in a fresh
+# database (contrib_regression) of the server PGHOST/PGPORT name, as a
+# superuser.  They assume nothing of that server but elmo_oscp preloaded: not
+# which database the worker serves, nor any other setting.
+REGRESS = install guc_defaults other_database
+
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DELMO_OSCP_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
@@ -64,6 +74,11 @@ sql/$(EXTENSION)--%.sql: sql/migrations/%.sql $(SQL_CODE) $(EXTENSION).control
 	{ echo '-- elmo_oscp update $*: generated from sql/migrations/$*.sql and the code parts of sql/elmo_oscp/, do not edit'; \
 	  printf '%s\n' '\echo Use "ALTER EXTENSION elmo_oscp UPDATE" to load this file. \quit'; \
 	  for f in $< $(SQL_CODE); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
+
+# PGXN's META.json: committed, and made again whenever elmo_oscp.control
+# changes (a test fails when the two disagree).
+META.json: META.json.in $(EXTENSION).control
+	sed -e 's|@VERSION@|$(EXTVERSION)|g' -e 's|@ABSTRACT@|$(ABSTRACT)|g' $< > $@
 
 $(OBJS): $(wildcard $(srcdir)/src/*.h) $(EXTENSION).control
 $(TRANSPORT_OBJS): override CPPFLAGS += -include $(srcdir)/src/no_postgres.h

@@ -1,7 +1,8 @@
 -- The extension installs, its names work unqualified with the default
 -- search_path, machinery tables are closed to PUBLIC, and DROP EXTENSION
--- removes everything.
-SET client_min_messages = warning;
+-- removes everything.  (client_min_messages = error: in a database the worker
+-- does not serve, CREATE EXTENSION warns naming both, names this server chose.)
+SET client_min_messages = error;
 CREATE EXTENSION IF NOT EXISTS elmo_oscp;
 RESET client_min_messages;
 SELECT extname, extversion, extrelocatable FROM pg_extension WHERE extname = 'elmo_oscp';
@@ -36,5 +37,7 @@ SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname = 'csms_forecast';
 DROP FUNCTION csms_on_forecast();
 
 -- and it comes back for the suites that follow
+SET client_min_messages = error;
 CREATE EXTENSION elmo_oscp;
+RESET client_min_messages;
 SELECT count(*) > 0 AS installed FROM pg_extension WHERE extname = 'elmo_oscp';
