@@ -31,4 +31,17 @@
 #include "commands/dbcommands.h"
 #endif
 
+/*
+ * A role's privilege on a database: pg_database_aclcheck() until
+ * PostgreSQL 15, object_aclcheck() from 16 on.
+ */
+#include "utils/acl.h"
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_database.h"
+#define elmo_database_aclcheck(dboid, roleid, mode) \
+	object_aclcheck(DatabaseRelationId, (dboid), (roleid), (mode))
+#else
+#define elmo_database_aclcheck(dboid, roleid, mode) pg_database_aclcheck((dboid), (roleid), (mode))
+#endif
+
 #endif							/* ELMO_COMPAT_H */

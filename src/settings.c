@@ -32,6 +32,8 @@ char	   *elmo_ca_file = NULL;
 int			elmo_connect_timeout = 5000;
 int			elmo_request_timeout = 15000;
 int			elmo_max_in_flight = 32;
+char	   *elmo_role = NULL;
+char	   *elmo_usage_source = NULL;
 
 /* read in SQL only */
 static char *elmo_public_url = NULL;
@@ -41,7 +43,6 @@ static int	elmo_max_retry_age = 86400;
 static char *elmo_adjust_deadline = NULL;
 static bool elmo_enforce_deadlines = true;
 static int	elmo_report_interval = 60;
-static char *elmo_usage_source = NULL;
 static int	elmo_retention = 7 * 86400;
 static char *elmo_trigger_callback_url = NULL;
 static char *elmo_day_ahead_deadline = NULL;
@@ -55,6 +56,17 @@ check_path_prefix(char **newval, void **extra, GucSource source)
 	if (len == 0 || (*newval)[0] != '/' || (*newval)[len - 1] == '/')
 	{
 		GUC_check_errdetail("elmo_oscp.path_prefix must start with \"/\" and must not end with \"/\".");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_role(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("elmo_oscp.role must name a role, for example \"%s\".", ELMO_WORKER_ROLE);
 		return false;
 	}
 	return true;
@@ -126,6 +138,7 @@ typedef struct IntSetting
 
 static const TextSetting text_settings[] = {
 	{"database", "Database the elmo_oscp worker connects to.", "The extension must be created in this database.", &elmo_database, "postgres", PGC_POSTMASTER},
+	{"role", "Role the elmo_oscp worker connects as; the CSMS's triggers run with its rights.", "CREATE EXTENSION elmo_oscp creates " ELMO_WORKER_ROLE "; another role needs its privileges (GRANT " ELMO_WORKER_ROLE " TO ...).", &elmo_role, ELMO_WORKER_ROLE, PGC_POSTMASTER, check_role},
 	{"listen_addresses", "Address the OSCP listener binds to.", "One IPv4 or IPv6 address, or \"*\" for all.", &elmo_listen_addresses, "127.0.0.1", PGC_POSTMASTER},
 	{"path_prefix", "URL path under which ELMO's callbacks are served.", NULL, &elmo_path_prefix, "/oscp/fp/2.0", PGC_SIGHUP, check_path_prefix},
 	{"public_url", "This CSMS's OSCP base URL as ELMO reaches it.", "Sent to ELMO in register; for example https://csms.example.com/oscp/fp/2.0.", &elmo_public_url, "", PGC_SIGHUP},

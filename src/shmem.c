@@ -196,6 +196,7 @@ shmem_read_worker(WorkerView *view)
 	view->last_error_at = elmo_shared->last_error_at;
 	view->database_ok = elmo_shared->database_ok;
 	view->database_dropping = elmo_shared->database_dropping;
+	view->as_superuser = elmo_shared->as_superuser;
 	SpinLockRelease(&elmo_shared->mutex);
 }
 
@@ -370,4 +371,12 @@ shmem_capacity_next(TimestampTz *at)
 		return false;
 	*at = (TimestampTz) due;
 	return true;
+}
+
+void
+shmem_set_as_superuser(bool as_superuser)
+{
+	SpinLockAcquire(&elmo_shared->mutex);
+	elmo_shared->as_superuser = as_superuser;
+	SpinLockRelease(&elmo_shared->mutex);
 }

@@ -22,8 +22,12 @@ typedef struct ElmoShared
 	TimestampTz worker_started_at;
 	bool		listening;
 	bool		tls;
-	bool		database_ok;	/* elmo_oscp.database was seen to exist */
+	bool		database_ok;	/* the worker was seen able to connect
+								 * (elmo_oscp.database, elmo_oscp.role) */
 	bool		database_dropping;	/* a DROP DATABASE of it is under way */
+	bool		as_superuser;	/* ... able to connect as the bootstrap
+								 * superuser: the default role does not
+								 * exist yet */
 	int			bound_port;
 	char		bound_address[64];
 	char		last_error[ELMO_ERRLEN];
@@ -82,6 +86,7 @@ typedef struct WorkerView
 	TimestampTz last_error_at;
 	bool		database_ok;
 	bool		database_dropping;
+	bool		as_superuser;
 } WorkerView;
 
 extern Size shmem_size(void);
@@ -105,5 +110,6 @@ extern int	shmem_note_delivery(bool reached, ReachView *after);
 extern bool shmem_capacity_take_due(TimestampTz now, bool *recheck);
 extern void shmem_capacity_due(TimestampTz at);
 extern bool shmem_capacity_next(TimestampTz *at);
+extern void shmem_set_as_superuser(bool as_superuser);
 
 #endif							/* ELMO_SHMEM_H */

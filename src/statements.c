@@ -47,6 +47,11 @@ const Statement statements[STMT_COUNT] = {
 	/* 0.1.0 has no capacity_in_force: nothing to keep */
 	[STMT_CAPACITY_UPKEEP] = {"_elmo_capacity_upkeep", 1, {TEXTOID}, "SELECT _elmo_capacity_upkeep($1)",
 	"SELECT NULL::timestamptz FROM (SELECT $1) p"},
+	/* the worker's role, and other roles' rights (run_as.c) */
+	[STMT_REGISTRATION_LIVE] = {"_elmo_registration_live", 0, {0}, "SELECT _elmo_registration_live()",
+	"SELECT EXISTS (SELECT FROM elmo_registration WHERE state <> 'unregistered')"},
+	[STMT_USAGE_READ] = {"_elmo_usage_read", 1, {TEXTOID},
+	"SELECT group_id, kwh, measured_at FROM _elmo_usage_read($1)"},
 };
 
 const char *

@@ -26,6 +26,9 @@ typedef enum StatementId
 	/* timers */
 	STMT_HOUSEKEEPING,
 	STMT_CAPACITY_UPKEEP,
+	/* the worker's role, and other roles' rights */
+	STMT_REGISTRATION_LIVE,
+	STMT_USAGE_READ,
 	STMT_COUNT
 } StatementId;
 

@@ -9,6 +9,33 @@
 -- validated or literal values, and each CHECK cost ~2.5 µs per statement.
 -- Privileges are granted in 90_privileges.sql.
 
+-- ---------------------------------------------------------------- roles
+
+-- The extension's roles.  Roles belong to the cluster, not to a database:
+-- one may exist already (another database, an earlier install, a restore of
+-- pg_dumpall --globals-only), and DROP EXTENSION leaves them.
+--   elmo_oscp_reader  reads the state and the views (pg_monitor has it)
+--   elmo_oscp_csms    the CSMS: the API, TRIGGER on the forecast tables,
+--                     elmo_group_settings; and what the reader has
+--   elmo_oscp_worker  the worker connects as it (elmo_oscp.role): the
+--                     extension's tables and internal functions, and what
+--                     the CSMS has (its triggers run as this role).  LOGIN
+--                     because a background worker must log in; no password,
+--                     so nobody logs in as it by password.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_reader') THEN
+        CREATE ROLE elmo_oscp_reader NOLOGIN;
+        GRANT elmo_oscp_reader TO pg_monitor;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_csms') THEN
+        CREATE ROLE elmo_oscp_csms NOLOGIN IN ROLE elmo_oscp_reader;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_worker') THEN
+        CREATE ROLE elmo_oscp_worker LOGIN IN ROLE elmo_oscp_csms;
+    END IF;
+END $$;
+
 -- ---------------------------------------------------------------- registration
 
 -- One row: this CSMS's registration with ELMO.  Holds tokens: never PUBLIC.

@@ -289,9 +289,11 @@ CREATE OR REPLACE VIEW elmo_unapplied AS
 
 -- Applies an unapplied message now, in the caller's transaction (its errors
 -- propagate; the caller's transaction then rolls back and the message stays
--- as it was).  Returns the new state.
+-- as it was).  Returns the new state.  The application itself runs with the
+-- rights of the worker's role (elmo_oscp.role), as when the worker applies
+-- it: the CSMS's triggers never run as this function's owner.
 CREATE OR REPLACE FUNCTION elmo_replay(message_id bigint) RETURNS text
-    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN
@@ -307,14 +309,19 @@ BEGIN
                   DETAIL = 'Only messages in state received or apply_failed are applied.',
                   HINT = 'elmo_unapplied lists the messages waiting to be applied.';
     END IF;
-    PERFORM _elmo_apply($1);
+    PERFORM _elmo_replay_apply($1);
     RETURN 'applied';
 END
 $fn$;
 
--- Gives up on an unapplied message, recording why.
+-- _elmo_apply(message_id) with the rights of elmo_oscp.role (src/run_as.c).
+CREATE OR REPLACE FUNCTION _elmo_replay_apply(message_id bigint) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_replay_apply';
+
+-- Gives up on an unapplied message, recording why.  (No CSMS code runs here:
+-- it may run as its owner.)
 CREATE OR REPLACE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
-    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN

@@ -43,3 +43,20 @@ DROP FUNCTION IF EXISTS _elmo_health();                -- /health tells nothing 
 -- Result columns changed: created again by the code parts.
 DROP FUNCTION IF EXISTS elmo_capacity_schedule(text, date);   -- + applied
 DROP FUNCTION IF EXISTS elmo_status();                        -- + elmo_reachable, oldest_undelivered_age
+
+-- ---------------------------------------------------------------- roles
+
+-- As in 01_schema.sql: they may exist already.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_reader') THEN
+        CREATE ROLE elmo_oscp_reader NOLOGIN;
+        GRANT elmo_oscp_reader TO pg_monitor;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_csms') THEN
+        CREATE ROLE elmo_oscp_csms NOLOGIN IN ROLE elmo_oscp_reader;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_worker') THEN
+        CREATE ROLE elmo_oscp_worker LOGIN IN ROLE elmo_oscp_csms;
+    END IF;
+END $$;

@@ -26,6 +26,8 @@ VALUES ('http://127.0.0.1:3000/oscp/2.0', 'https://csms.example/oscp/fp/2.0', 'P
 -- ---------------------------------------------------------------- a forecast and the CSMS's triggers
 
 CREATE TEMP TABLE seen (via text, forecast_id bigint, blocks bigint);
+-- elmo_replay applies with the worker's role's rights: its triggers write here
+GRANT ALL ON seen TO elmo_oscp_worker;
 CREATE FUNCTION pg_temp.count_blocks() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO seen SELECT TG_NAME, NEW.id, count(*) FROM capacity_forecast_block b WHERE b.forecast_id = NEW.id;
@@ -86,6 +88,7 @@ SELECT results_eq(
 
 CREATE TEMP TABLE broken (yes boolean);
 INSERT INTO broken VALUES (true);
+GRANT SELECT ON broken TO elmo_oscp_worker;
 CREATE FUNCTION pg_temp.maybe_raise() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF (SELECT yes FROM broken) THEN RAISE EXCEPTION 'pgtap: CSMS trigger broke' USING ERRCODE = 'check_violation'; END IF;

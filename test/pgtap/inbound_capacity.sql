@@ -82,8 +82,10 @@ SELECT results_eq(
              ('pgtap-inbound-g4', 10, 'contract', NULL, NULL)$$,
     'elmo_capacity_now: every group with forecasts or settings, what is in force and until when it changes');
 
-SELECT ok(has_function_privilege('public', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE')
-          AND has_table_privilege('public', 'elmo_capacity_now', 'SELECT'), 'capacity functions and view are PUBLIC');
+SELECT ok(has_function_privilege('elmo_oscp_reader', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE')
+          AND has_table_privilege('elmo_oscp_reader', 'elmo_capacity_now', 'SELECT')
+          AND NOT has_function_privilege('public', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE'),
+          'capacity functions and view are elmo_oscp_reader''s (not PUBLIC''s)');
 SELECT ok(NOT has_function_privilege('public', 'elmo_replay(bigint)', 'EXECUTE')
           AND NOT has_function_privilege('public', 'elmo_discard(bigint, text)', 'EXECUTE'), 'replay and discard are not');
 

@@ -249,7 +249,9 @@ SELECT is((SELECT outbox_held + outbox_queued + outbox_waiting_for_handshake + o
           'elmo_status counts the outbox');
 CREATE TEMP TABLE pgtap_meters (group_id text, kwh numeric);
 INSERT INTO pgtap_meters VALUES ('pgtap-out-g1', 2000), ('pgtap-out-m2', NULL), ('pgtap-out-m3', -1);
-SELECT lives_ok($$SELECT _elmo_report_usage_auto('pg_temp.pgtap_meters')$$, 'an automatic usage report');
+SELECT lives_ok($$SELECT _elmo_usage_queue(array_agg(group_id), array_agg(kwh), array_agg(NULL::timestamptz))
+                     FROM pgtap_meters$$,
+                'an automatic usage report (the readings as the worker reads them from elmo_oscp.usage_source)');
 SELECT is((SELECT count(*) FROM elmo_outbox WHERE message = 'update_group_measurements' AND group_id = 'pgtap-out-g1'
               AND body LIKE '%"value":2000,%'), 1::bigint, 'the automatic report sent the good reading');
 SELECT is((SELECT array_agg(group_id ORDER BY group_id) FROM elmo_usage_skipped), ARRAY['pgtap-out-m2', 'pgtap-out-m3'],
