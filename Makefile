@@ -28,7 +28,7 @@ TRANSPORT_OBJS = src/addresses.o src/connections.o src/routes.o src/http_server.
 OBJS = \
 	$(TRANSPORT_OBJS) \
 	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o \
-	src/db.o src/connect.o \
+	src/db.o src/connect.o src/drop_guard.o \
 	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o src/capacity.o src/run_as.o \
 	src/worker.o \
 	src/elmo_oscp.o
@@ -51,7 +51,7 @@ DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 # database (contrib_regression) of the server PGHOST/PGPORT name, as a
 # superuser.  They assume nothing of that server but elmo_oscp preloaded: not
 # which database the worker serves, nor any other setting.
-REGRESS = install guc_defaults other_database privileges
+REGRESS = install guc_defaults other_database privileges drop_guard
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DELMO_OSCP_VERSION='"$(EXTVERSION)"'

@@ -14,7 +14,7 @@ layer() {
 		http_server) echo 2 ;;
 		compat) echo 10 ;;
 		settings|shmem|ids|statements|durability) echo 11 ;;
-		db) echo 12 ;;
+		db|drop_guard) echo 12 ;;
 		connect) echo 13 ;;
 		inbound|sender|tokens|sql_api|rfc3339|capacity|run_as) echo 20 ;;
 		worker) echo 30 ;;

@@ -34,6 +34,7 @@ int			elmo_request_timeout = 15000;
 int			elmo_max_in_flight = 32;
 char	   *elmo_role = NULL;
 char	   *elmo_usage_source = NULL;
+bool		elmo_allow_drop_registered = false;
 
 /* read in SQL only */
 static char *elmo_public_url = NULL;
@@ -194,6 +195,10 @@ settings_define(void)
 		DefineCustomIntVariable(name, s->description, NULL, s->value, s->boot,
 								s->min, s->max, s->context, s->unit, NULL, NULL, NULL);
 	}
+	DefineCustomBoolVariable("elmo_oscp.allow_drop_registered",
+							 "Let DROP EXTENSION elmo_oscp drop a registration ELMO still holds.",
+							 "ELMO's token goes with it; a new one must come from Taiwan Power's administrator.",
+							 &elmo_allow_drop_registered, false, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("elmo_oscp.enforce_deadlines",
 							 "Enforce ELMO's negotiation time rules in elmo_adjust_capacity.",
 							 "Switch off only in tests.",
