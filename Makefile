@@ -27,7 +27,7 @@ MODULE_big = elmo_oscp
 TRANSPORT_OBJS = src/addresses.o src/connections.o src/routes.o src/http_server.o src/http_client.o
 OBJS = \
 	$(TRANSPORT_OBJS) \
-	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o \
+	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o src/log_filter.o \
 	src/db.o src/connect.o src/drop_guard.o \
 	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o src/capacity.o src/run_as.o \
 	src/worker.o \

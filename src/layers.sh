@@ -13,7 +13,7 @@ layer() {
 		connections) echo 1 ;;
 		http_server) echo 2 ;;
 		compat) echo 10 ;;
-		settings|shmem|ids|statements|durability) echo 11 ;;
+		settings|shmem|ids|statements|durability|log_filter) echo 11 ;;
 		db|drop_guard) echo 12 ;;
 		connect) echo 13 ;;
 		inbound|sender|tokens|sql_api|rfc3339|capacity|run_as) echo 20 ;;

@@ -107,6 +107,18 @@ BEGIN
 END
 $fn$;
 
+-- ELMO's token leaves a stored register once elmo_registration holds it:
+-- '***' in its place, in raw_body (as sent, when the token is there in the
+-- form JSON gives it; else the body as jsonb writes it) and in body.
+CREATE OR REPLACE FUNCTION _elmo_scrub_received(message_id bigint) RETURNS void
+    LANGUAGE sql VOLATILE AS $$
+    UPDATE elmo_received_message m
+       SET body = jsonb_set(m.body, '{token}', '"***"'),
+           raw_body = CASE WHEN strpos(m.raw_body, to_json(m.body->>'token')::text) > 0
+                           THEN replace(m.raw_body, to_json(m.body->>'token')::text, '"***"')
+                           ELSE jsonb_set(m.body, '{token}', '"***"')::text END
+     WHERE m.id = $1 AND jsonb_typeof(m.body->'token') = 'string' AND m.body->>'token' <> '***' $$;
+
 -- ELMO's register, DELETE register or handshake: the registration row must
 -- exist.  Releases what the new state allows; NOTIFY elmo_registration.
 CREATE OR REPLACE FUNCTION _elmo_apply_registration(message_id bigint, message text, method text,
@@ -133,6 +145,9 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'elmo_oscp: cannot apply message "%"', $2
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $2 = 'register' THEN
+        PERFORM _elmo_scrub_received($1);
     END IF;
     PERFORM _elmo_registration_changed();
     PERFORM _elmo_notify_registration(CASE WHEN $2 = 'handshake' THEN 'handshake'

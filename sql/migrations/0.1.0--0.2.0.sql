@@ -60,3 +60,15 @@ BEGIN
         CREATE ROLE elmo_oscp_worker LOGIN IN ROLE elmo_oscp_csms;
     END IF;
 END $$;
+
+-- ---------------------------------------------------------------- tokens at rest
+
+-- ELMO's token out of the registers already applied (the registration holds
+-- it); one still to apply keeps it until then.
+UPDATE elmo_received_message m
+   SET body = jsonb_set(m.body, '{token}', '"***"'),
+       raw_body = CASE WHEN strpos(m.raw_body, to_json(m.body->>'token')::text) > 0
+                       THEN replace(m.raw_body, to_json(m.body->>'token')::text, '"***"')
+                       ELSE jsonb_set(m.body, '{token}', '"***"')::text END
+ WHERE m.message = 'register' AND m.state = 'applied'
+   AND jsonb_typeof(m.body->'token') = 'string' AND m.body->>'token' <> '***';
