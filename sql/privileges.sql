@@ -117,6 +117,11 @@ CREATE TRIGGER regress_csms_forecast AFTER INSERT ON capacity_forecast
 SELECT elmo_capacity_at('G1') AS contract_capacity;
 RESET ROLE;
 
+-- The CSMS's trigger is saved for a restore (elmo_restore_triggers()).
+SELECT table_name, trigger_name, definition, enabled FROM _elmo_saved_trigger;
+DROP TRIGGER regress_csms_forecast ON capacity_forecast;
+SELECT count(*) AS saved_after_drop FROM _elmo_saved_trigger;
+
 DELETE FROM elmo_group_settings WHERE group_id = 'G1';
 DROP SCHEMA regress_csms CASCADE;
 DROP ROLE regress_elmo_csms, regress_elmo_monitor, regress_elmo_nobody;

@@ -1,6 +1,6 @@
 /*
  * sql_api.c — the C-language functions the install script declares: waking
- * the worker at commit, tokens and request ids from pg_strong_random, the
+ * the worker at commit (also as a trigger), tokens and request ids from pg_strong_random, the
  * worker's view of itself for elmo_status(), and elmo_wait().  They run in
  * any backend, inside its own transaction.
  *
@@ -15,6 +15,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -36,6 +37,7 @@
 
 PG_FUNCTION_INFO_V1(elmo_wake);
 PG_FUNCTION_INFO_V1(elmo_kick);
+PG_FUNCTION_INFO_V1(elmo_wake_trigger);
 PG_FUNCTION_INFO_V1(elmo_random_token);
 PG_FUNCTION_INFO_V1(elmo_request_id);
 PG_FUNCTION_INFO_V1(elmo_worker_info);
@@ -92,6 +94,22 @@ elmo_kick(PG_FUNCTION_ARGS)
 	if (elmo_shared != NULL)
 		shmem_wake_worker_at_commit(false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * _elmo_wake_trigger(): a statement trigger that wakes the worker at commit,
+ * for rows that arrive without our functions (a restore's COPY).
+ */
+Datum
+elmo_wake_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_elmo_wake_trigger() is a trigger function")));
+	if (elmo_shared != NULL)
+		shmem_wake_worker_at_commit(false);
+	return PointerGetDatum(NULL);
 }
 
 Datum

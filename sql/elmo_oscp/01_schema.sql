@@ -274,3 +274,70 @@ CREATE TABLE _elmo_alert (
     raised_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX _elmo_alert_once ON _elmo_alert (alert, coalesce(group_id, ''), subject);
+-- ---------------------------------------------------------------- backup and restore
+
+-- The CSMS's own triggers on the extension's tables.  pg_dump never dumps a
+-- trigger on an extension's table (it dumps neither the table nor what hangs
+-- on it), so the event trigger below keeps each one here as pg_get_triggerdef
+-- shows it, and elmo_restore_triggers() creates them again after a restore.
+CREATE TABLE _elmo_saved_trigger (
+    table_name      text NOT NULL,
+    trigger_name    text NOT NULL,
+    definition      text NOT NULL,          -- CREATE [CONSTRAINT] TRIGGER ...
+    enabled         "char" NOT NULL,        -- pg_trigger.tgenabled: O, D, R or A
+    trigger_oid     oid,                    -- in this cluster (a restore brings another's)
+    saved_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, trigger_name)
+);
+CREATE TRIGGER _elmo_saved_trigger_arrives BEFORE INSERT ON _elmo_saved_trigger
+    FOR EACH ROW EXECUTE FUNCTION _elmo_saved_trigger_arrives();
+CREATE EVENT TRIGGER elmo_oscp_save_triggers ON ddl_command_end
+    WHEN TAG IN ('CREATE TRIGGER', 'ALTER TRIGGER', 'ALTER TABLE')
+    EXECUTE FUNCTION _elmo_save_triggers();
+CREATE EVENT TRIGGER elmo_oscp_forget_triggers ON sql_drop
+    EXECUTE FUNCTION _elmo_forget_triggers();
+
+-- A registration that arrives by COPY (a restore) must release the messages
+-- it allows and reach the worker's copy of the tokens, as elmo_register's
+-- does; queued messages that arrive so must be claimed: wake the worker at
+-- commit.  (Not on UPDATE: the worker updates the registration at every
+-- batch, and our functions wake it themselves.)
+CREATE TRIGGER elmo_registration_arrived AFTER INSERT OR DELETE OR TRUNCATE ON elmo_registration
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_registration_arrived();
+CREATE TRIGGER elmo_outbox_wake AFTER INSERT ON elmo_outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_wake_trigger();
+-- A message that arrives in state sending (in a backup taken while it was on
+-- its way) was never recorded: send it again, with the same X-Request-ID.
+CREATE TRIGGER elmo_outbox_restored_sending BEFORE INSERT ON elmo_outbox
+    FOR EACH ROW WHEN (NEW.state = 'sending') EXECUTE FUNCTION _elmo_outbox_restored_sending();
+
+-- What pg_dump keeps: every table of protocol or CSMS state, and the
+-- sequences, so that ids go on where they were.  Received and delivered
+-- messages that retention (elmo_oscp.retention) is about to delete are left
+-- out.  capacity_in_force goes with them (and the groups waiting for its
+-- upkeep), so a restored database reads what it read.  Not kept: the
+-- worker's own timers (elmo_timer: a restored database's worker writes them
+-- before the data arrives, and running each job once more is harmless),
+-- _elmo_usage_skip (remade at every usage report) and the alerts raised
+-- (_elmo_alert: one still true is raised again).
+-- The conditions run in pg_dump's session, with an empty search_path.
+SELECT pg_catalog.pg_extension_config_dump('elmo_registration', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_received_message',
+    $$WHERE state NOT IN ('applied', 'discarded')
+          OR coalesce(received_at >= now() - current_setting('elmo_oscp.retention', true)::interval, true)$$);
+SELECT pg_catalog.pg_extension_config_dump('elmo_received_message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast_block', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_group_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_outbox',
+    $$WHERE state <> 'delivered'
+          OR coalesce(created_at >= now() - current_setting('elmo_oscp.retention', true)::interval, true)
+          OR id IN (SELECT a.outbox_id FROM @extschema@.elmo_adjust_request a)$$);
+SELECT pg_catalog.pg_extension_config_dump('elmo_outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_adjust_request', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_adjust_request_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_usage_last', '');
+SELECT pg_catalog.pg_extension_config_dump('_elmo_saved_trigger', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_in_force', '');
+SELECT pg_catalog.pg_extension_config_dump('_elmo_capacity_dirty', '');

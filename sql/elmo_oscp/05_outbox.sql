@@ -235,7 +235,9 @@ END;
 $$;
 
 -- Called after anything changed the registration (ELMO's register, handshake,
--- unregister; elmo_register): release what the new state allows.
+-- unregister; elmo_register; rows restored): release what the new state
+-- allows.  Wakes the worker without _elmo_wake's checks: a restore into a
+-- database the worker does not serve must not fail here.
 CREATE OR REPLACE FUNCTION _elmo_registration_changed() RETURNS void
     LANGUAGE plpgsql
     AS $$
@@ -258,7 +260,7 @@ BEGIN
         n := n + k;
     END IF;
     IF n > 0 THEN
-        PERFORM _elmo_wake();
+        PERFORM _elmo_kick();
     END IF;
 END;
 $$;
@@ -284,15 +286,14 @@ BEGIN
     locked := NOT have_reg OR r.state = 'locked_out';
     connected := have_reg AND r.connected;
 
-    -- Park what may not go now: no retry storm against ELMO's 403.
-    IF locked OR NOT connected THEN
+    -- Park what may not go now: no retry storm against ELMO's 403.  Without
+    -- a registration nothing goes, and nothing is parked: messages that
+    -- arrive before their registration (a restore) go once it is there.
+    IF have_reg AND (locked OR NOT connected) THEN
         UPDATE elmo_outbox o
-           SET state = CASE WHEN NOT have_reg OR (locked AND o.auth <> 'ours') THEN 'held'
-                            ELSE 'waiting_for_handshake' END
+           SET state = CASE WHEN locked AND o.auth <> 'ours' THEN 'held' ELSE 'waiting_for_handshake' END
          WHERE o.state = 'queued' AND o.next_attempt_at <= now()
-           AND (NOT have_reg
-                OR (locked AND o.auth <> 'ours')
-                OR (NOT connected AND _elmo_is_business(o.message)));
+           AND ((locked AND o.auth <> 'ours') OR (NOT connected AND _elmo_is_business(o.message)));
     END IF;
 
     RETURN QUERY

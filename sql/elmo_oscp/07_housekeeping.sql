@@ -141,6 +141,7 @@ DECLARE
     boundary timestamptz;
     last_at timestamptz;
     hint text;
+    missing text;
 BEGIN
     SELECT * INTO r FROM elmo_registration g WHERE g.id = 1;
     open := FOUND AND r.connected AND r.state NOT IN ('locked_out', 'unregistered');
@@ -197,6 +198,13 @@ BEGIN
     IF last_at IS NULL OR last_at + interval '10 min' <= now() THEN
         PERFORM _elmo_retention_outbound();
         PERFORM _elmo_retention_inbound();
+        -- and a reminder after a restore that lacked elmo_restore_triggers()
+        missing := _elmo_triggers_missing();
+        IF missing IS NOT NULL THEN
+            RAISE WARNING 'elmo_oscp: the CSMS''s triggers % are saved but missing from this database', missing
+                USING DETAIL = 'pg_dump does not dump triggers on an extension''s tables; a restore leaves them out.',
+                      HINT = 'Run SELECT elmo_restore_triggers(); as the superuser who restored the backup.';
+        END IF;
         last_at := now();
         INSERT INTO elmo_timer AS t VALUES ('retention', last_at)
         ON CONFLICT (name) DO UPDATE SET last_run_at = EXCLUDED.last_run_at;

@@ -2,7 +2,8 @@
 -- update script is this file followed by every code part of sql/elmo_oscp/
 -- (functions, views and privileges, created or replaced); see sql/README.md.
 --
--- Tables: what 0.2.0 added to them, in the order 01_schema.sql has it.
+-- Tables: what 0.2.0 added to them, in the order 01_schema.sql has it; new
+-- tables, triggers and roles further down.
 
 -- elmo_retry: a failed message queued again (no default: no table rewrite).
 ALTER TABLE elmo_outbox ADD COLUMN retried_at timestamptz;
@@ -60,6 +61,77 @@ BEGIN
         CREATE ROLE elmo_oscp_worker LOGIN IN ROLE elmo_oscp_csms;
     END IF;
 END $$;
+
+-- ---------------------------------------------------------------- backup and restore
+
+-- The trigger functions below come with the code parts, which run after
+-- this file: these stand-ins let the triggers be created, and the code
+-- parts replace them before the update commits.
+CREATE FUNCTION _elmo_wake_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE FUNCTION _elmo_registration_arrived() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE FUNCTION _elmo_outbox_restored_sending() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE FUNCTION _elmo_saved_trigger_arrives() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE FUNCTION _elmo_save_triggers() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE FUNCTION _elmo_forget_triggers() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+
+CREATE TABLE _elmo_saved_trigger (
+    table_name      text NOT NULL,
+    trigger_name    text NOT NULL,
+    definition      text NOT NULL,
+    enabled         "char" NOT NULL,
+    trigger_oid     oid,
+    saved_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, trigger_name)
+);
+CREATE TRIGGER _elmo_saved_trigger_arrives BEFORE INSERT ON _elmo_saved_trigger
+    FOR EACH ROW EXECUTE FUNCTION _elmo_saved_trigger_arrives();
+
+CREATE TRIGGER elmo_registration_arrived AFTER INSERT OR DELETE OR TRUNCATE ON elmo_registration
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_registration_arrived();
+CREATE TRIGGER elmo_outbox_wake AFTER INSERT ON elmo_outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_wake_trigger();
+CREATE TRIGGER elmo_outbox_restored_sending BEFORE INSERT ON elmo_outbox
+    FOR EACH ROW WHEN (NEW.state = 'sending') EXECUTE FUNCTION _elmo_outbox_restored_sending();
+
+-- In the order of 01_schema.sql (pg_extension.extconfig is an array).
+SELECT pg_catalog.pg_extension_config_dump('elmo_registration', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_received_message',
+    $$WHERE state NOT IN ('applied', 'discarded')
+          OR coalesce(received_at >= now() - current_setting('elmo_oscp.retention', true)::interval, true)$$);
+SELECT pg_catalog.pg_extension_config_dump('elmo_received_message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast_block', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_group_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_outbox',
+    $$WHERE state <> 'delivered'
+          OR coalesce(created_at >= now() - current_setting('elmo_oscp.retention', true)::interval, true)
+          OR id IN (SELECT a.outbox_id FROM @extschema@.elmo_adjust_request a)$$);
+SELECT pg_catalog.pg_extension_config_dump('elmo_outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_adjust_request', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_adjust_request_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_usage_last', '');
+SELECT pg_catalog.pg_extension_config_dump('_elmo_saved_trigger', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_in_force', '');
+SELECT pg_catalog.pg_extension_config_dump('_elmo_capacity_dirty', '');
+
+-- The CSMS's triggers 0.1.0 already has on our tables, saved from now on.
+INSERT INTO _elmo_saved_trigger (table_name, trigger_name, definition, enabled, trigger_oid)
+SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled, t.oid
+  FROM pg_trigger t
+  JOIN pg_class c ON c.oid = t.tgrelid
+  JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'elmo_oscp'
+ WHERE NOT t.tgisinternal
+   AND NOT EXISTS (SELECT FROM pg_depend f
+                    WHERE f.classid = 'pg_proc'::regclass AND f.objid = t.tgfoid
+                      AND f.refobjid = e.oid AND f.deptype = 'e');
+
+CREATE EVENT TRIGGER elmo_oscp_save_triggers ON ddl_command_end
+    WHEN TAG IN ('CREATE TRIGGER', 'ALTER TRIGGER', 'ALTER TABLE')
+    EXECUTE FUNCTION _elmo_save_triggers();
+CREATE EVENT TRIGGER elmo_oscp_forget_triggers ON sql_drop
+    EXECUTE FUNCTION _elmo_forget_triggers();
 
 -- ---------------------------------------------------------------- tokens at rest
 

@@ -5,7 +5,7 @@
 # fresh install of the current version creates; then the worker serves again.
 # Its own cluster (elmo_oscp.database is the upgraded database) and simulator.
 . "$(dirname "$0")/tap.sh"
-plan 22
+plan 23
 # usage reports for stations ELMO never assigned capacity to warn, and so does the
 # fresh install in a database the worker does not serve
 export PGOPTIONS='-c client_min_messages=error'
@@ -113,6 +113,8 @@ CSMS_SQL="
   is "$after" "$before" "registration, tokens, forecasts, messages, usage baseline, group settings and the CSMS's rows kept"
   is "$(sql "$TOKEN_AT_REST_SQL")" "0 of 1" \
      "ELMO's token is out of the register it sent, which 0.1.0 kept as sent"
+  is "$(sql "SELECT count(*) FROM _elmo_saved_trigger WHERE trigger_name = 'csms_forecast'")" 1 \
+     "the CSMS's trigger is saved for a restore"
   is "$(sql "SELECT count(*) FROM pg_trigger WHERE tgname = 'csms_forecast' AND tgrelid = 'capacity_forecast'::regclass")" 1 \
      "the CSMS's trigger on capacity_forecast is still there"
 
