@@ -2,7 +2,7 @@
 -- registration (its token would be lost, and only Taiwan Power's
 -- administrator gives a new one), by every way of dropping it, unless the
 -- session says it means it.
-SET client_min_messages = warning;
+SET client_min_messages = error;     -- CREATE EXTENSION in a database the worker does not serve warns
 DROP EXTENSION IF EXISTS elmo_oscp;
 CREATE SCHEMA regress_guard;
 CREATE EXTENSION elmo_oscp SCHEMA regress_guard;

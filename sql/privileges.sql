@@ -2,7 +2,7 @@
 -- promise of the README's "Roles and privileges": anything PUBLIC may use
 -- beyond the allow-list, or a role that lacks or gains a privilege, changes
 -- this output.
-SET client_min_messages = warning;
+SET client_min_messages = error;     -- CREATE EXTENSION in a database the worker does not serve warns
 CREATE EXTENSION IF NOT EXISTS elmo_oscp;
 RESET client_min_messages;
 
