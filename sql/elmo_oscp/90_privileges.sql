@@ -64,8 +64,8 @@ END $$;
 
 -- The state, the views, elmo_status(), the capacity in force.
 GRANT SELECT ON capacity_forecast, capacity_forecast_block, elmo_group_settings, elmo_adjust_request,
-                elmo_usage_last, elmo_capacity_now, elmo_registration_status, elmo_outbox_status,
-                elmo_unapplied, elmo_usage_skipped
+                elmo_usage_last, capacity_in_force, elmo_capacity_now, elmo_registration_status,
+                elmo_outbox_status, elmo_unapplied, elmo_usage_skipped, elmo_alerts, elmo_metrics
     TO elmo_oscp_reader;
 GRANT EXECUTE ON FUNCTION elmo_status(), elmo_capacity_at(text, timestamptz), elmo_capacity_schedule(text, date),
                           elmo_day_plan(text, date), elmo_today(), elmo_tomorrow()
@@ -89,7 +89,7 @@ GRANT EXECUTE ON FUNCTION
     elmo_trigger_callback(text, text, text, numeric), elmo_wait(bigint, interval),
     elmo_replay(bigint), elmo_discard(bigint, text)
   TO elmo_oscp_csms;
--- Its own triggers on the forecast tables (they run as elmo_oscp.role), and
--- its per-group settings.
-GRANT TRIGGER ON capacity_forecast, capacity_forecast_block TO elmo_oscp_csms;
+-- Its own triggers on the forecast tables and capacity_in_force (they run as
+-- elmo_oscp.role), and its per-group settings.
+GRANT TRIGGER ON capacity_forecast, capacity_forecast_block, capacity_in_force TO elmo_oscp_csms;
 GRANT INSERT, UPDATE, DELETE ON elmo_group_settings TO elmo_oscp_csms;
