@@ -38,7 +38,9 @@ sql "CREATE TABLE public.e2e52_seen (group_id text, capacity numeric, kind text,
          END IF;
          RETURN NULL;
      END \$\$;
-     CREATE TRIGGER e2e52 AFTER UPDATE ON capacity_in_force FOR EACH ROW EXECUTE FUNCTION public.e2e52_on_change()" >/dev/null
+     CREATE TRIGGER e2e52 AFTER UPDATE ON capacity_in_force FOR EACH ROW EXECUTE FUNCTION public.e2e52_on_change();
+     -- it runs as the worker's role (elmo_oscp.role), which may write its table
+     GRANT INSERT ON public.e2e52_seen TO elmo_oscp_worker" >/dev/null
 ok $? "a CSMS trigger on capacity_in_force"
 
 "$W/listen_stamp" 40 elmo_capacity_changed > "$W/heard" 2>"$W/listen.err" &

@@ -38,7 +38,9 @@ is "$(sql "SELECT kwh FROM elmo_usage_last WHERE group_id = '$G1'")" 1000 "the b
 # automatic reports go on from there
 sql "CREATE TABLE public.e2e55_meter (group_id text PRIMARY KEY, kwh numeric NOT NULL);
      INSERT INTO public.e2e55_meter VALUES ('$G1', 1001);
-     CREATE VIEW public.e2e55_usage AS SELECT group_id, kwh FROM public.e2e55_meter" >/dev/null
+     CREATE VIEW public.e2e55_usage AS SELECT group_id, kwh FROM public.e2e55_meter;
+     ALTER TABLE public.e2e55_meter OWNER TO elmo_oscp_csms;    -- read as its owner, never as a superuser
+     ALTER VIEW public.e2e55_usage OWNER TO elmo_oscp_csms" >/dev/null
 simctl DELETE /sim/messages
 psql -Xq -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET elmo_oscp.usage_source = 'public.e2e55_usage'" \
      -c "ALTER SYSTEM SET elmo_oscp.report_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null

@@ -121,14 +121,10 @@ W=$(mktemp -d /tmp/elmo_role.XXXXXX); chmod 755 "$W"; [ "$(id -u)" -eq 0 ] && ch
   sleep 6   # the worker looks again every 5 s
   is "$(lines "lacks the worker's privileges: not serving ELMO until GRANT elmo_oscp_worker TO e2e17_worker")" 1 \
      "connected, but without the worker's privileges: one log line, and it serves nothing"
-  is "$(curl -s "http://127.0.0.1:$HTTP/oscp/fp/2.0/health" | jq -r .extension_installed)" false "/health says so"
+  is "$(lines 'serving OSCP')" 0 "it says it serves nothing"
   sql "GRANT elmo_oscp_worker TO e2e17_worker" >/dev/null
-  d=$((SECONDS + 20))
-  until [ "$(curl -s "http://127.0.0.1:$HTTP/oscp/fp/2.0/health" | jq -r .extension_installed)" = true ] || [ $SECONDS -ge $d ]; do
-    sleep 0.2
-  done
-  is "$(curl -s "http://127.0.0.1:$HTTP/oscp/fp/2.0/health" | jq -r .extension_installed)" true \
-     "GRANT elmo_oscp_worker TO e2e17_worker: the worker serves, as e2e17_worker"
+  until_line 'extension elmo_oscp .* found in schema public, serving OSCP'
+  is "$(lines 'serving OSCP')" 1 "GRANT elmo_oscp_worker TO e2e17_worker: the worker serves, as e2e17_worker"
   is "$(sql "SELECT usename FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker'")" e2e17_worker "logged in as e2e17_worker"
   is "$(lines 'FATAL')" 0 "no FATAL in the server log, ever"
   is "$(lines 'background worker "elmo_oscp worker" (PID [0-9]*) exited')" 2 \
