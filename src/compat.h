@@ -9,6 +9,11 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
+/* VARDATA_ANY() and friends: postgres.h until PostgreSQL 15, varatt.h after */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+
 /*
  * A WaitEventSet that lives as long as the worker.  From PostgreSQL 17 on it
  * belongs to a resource owner (NULL: the session) and its memory comes from
