@@ -368,12 +368,19 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 {
 	if (code == MHD_CONNECTION_NOTIFY_STARTED)
 	{
-		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-		const union MHD_ConnectionInfo *addr = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-		const struct sockaddr *sa = addr ? addr->client_addr : NULL;
-		socklen_t	len = (sa && sa->sa_family == AF_INET6) ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+		/*
+		 * Each answer is read before the next call: libmicrohttpd 1.0
+		 * answers every query in the same per-connection union.
+		 */
+		const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		int			fd = info ? info->connect_fd : -1;
+		const struct sockaddr *sa;
+		socklen_t	len;
 
-		*socket_context = fd ? conns_opened(fd->connect_fd, sa, len) : NULL;
+		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		sa = info ? info->client_addr : NULL;
+		len = (sa && sa->sa_family == AF_INET6) ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+		*socket_context = fd >= 0 ? conns_opened(fd, sa, len) : NULL;
 	}
 	else
 	{
