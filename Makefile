@@ -8,6 +8,7 @@
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
 #   make fuzz       a fuzzing campaign against the listener (FUZZ_SEED, FUZZ_CASES)
+#   make check-valgrind  the suites with every server process under memcheck
 
 EXTENSION  = elmo_oscp
 # The version lives in elmo_oscp.control only; C and SQL get it from here.
@@ -98,4 +99,7 @@ bench:
 fuzz:
 	bash test/fuzz/run.sh
 
-.PHONY: sim test test-ha demo bench fuzz clean-sim clean-fuzz check-layers
+check-valgrind:
+	bash test/valgrind/run.sh
+
+.PHONY: sim test test-ha demo bench fuzz check-valgrind clean-sim clean-fuzz check-layers

@@ -13,6 +13,8 @@ case "${1:-}" in
   --bench) PACKAGES+=(wrk nginx-light postgresql-contrib) ;;
   # make test-ha: Patroni, etcd as its store, HAProxy, and envsubst for examples/ha/
   --ha)    PACKAGES+=(patroni python3-etcd etcd-server etcd-client haproxy gettext-base) ;;
+  # make check-valgrind builds PostgreSQL from source (test/valgrind/build-pg.sh)
+  --valgrind) PACKAGES+=(valgrind bzip2 liblz4-dev zlib1g-dev) ;;
 esac
 
 missing=()
