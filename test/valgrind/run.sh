@@ -10,7 +10,8 @@
 #                         (default /var/cache/elmo_oscp/pg15-valgrind as root,
 #                         else ~/.cache/elmo_oscp/pg15-valgrind)
 #   ELMO_VALGRIND_E2E     the end-to-end files to run (default: see below)
-#   ELMO_VALGRIND_ORIGINS no: skip --track-origins (faster, less precise)
+#   ELMO_VALGRIND_ORIGINS yes: --track-origins, to see where an uninitialised
+#                         value came from (about twice as slow)
 #   KEEP=1                keep the work directory (logs, full report)
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,7 +63,7 @@ ELMO_VALGRIND_OPTS+=" --suppressions=$WORK/postgresql15-leaks.supp"
 ELMO_VALGRIND_OPTS+=" --suppressions=$TOP/test/valgrind/elmo_oscp.supp"
 ELMO_VALGRIND_OPTS+=" --num-callers=30 --fullpath-after= --gen-suppressions=all"
 ELMO_VALGRIND_OPTS+=" --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite"
-[ "${ELMO_VALGRIND_ORIGINS:-yes}" = no ] || ELMO_VALGRIND_OPTS+=" --track-origins=yes"
+[ "${ELMO_VALGRIND_ORIGINS:-no}" = yes ] && ELMO_VALGRIND_OPTS+=" --track-origins=yes"
 export ELMO_VALGRIND_OPTS
 export SIM_LOG=$WORK/sim.log
 
