@@ -5,6 +5,12 @@
 # or when a server process was killed by a signal memcheck saw (a segfault,
 # or an abort from a failed assertion), wherever it happened.
 #
+# A process stopped by SIGQUIT (immediate shutdown, or the restart after a
+# crash: PostgreSQL's handler calls _exit at once) leaves its memory as it
+# was mid-operation: memory of a per-turn context not yet reset looks lost.
+# Its leaks are listed apart and not counted; its other errors count.
+# (--trace-signals in run.sh logs "delivering signal 3" for it.)
+#
 # An error is the project's when any of its stacks (the access, and where
 # memcheck gives them the free, the allocation or the origin of an
 # uninitialised value) has a frame in TOP/src or elmo_oscp.so.  A definite
@@ -54,13 +60,14 @@ sub short {    # a frame as people read it
 }
 
 # ---- read the logs
-my (@errors, @notes);
+my (@errors, @notes, %quit);
 opendir(my $dh, $logdir) or die "$logdir: $!\n";
 for my $file (sort grep { /\.log$/ } readdir $dh) {
   open(my $fh, '<', "$logdir/$file") or die "$logdir/$file: $!\n";
   my (%cur, %in_err, %term);
   while (my $line = <$fh>) {
     chomp $line;
+    if ($line =~ /^--(\d+)-- delivering signal 3 \(SIGQUIT\)/) { $quit{$1} = 1; next; }
     next unless $line =~ /^==(\d+)== ?(.*)$/;
     my ($pid, $text) = ($1, $2);
     if ($text eq 'VALGRINDERROR-BEGIN') { $in_err{$pid} = 1; $cur{$pid} = []; next; }
@@ -122,8 +129,9 @@ for my $e (@errors) {
   # The same access from the same code is one error, whatever block it hit.
   my @top = @{ $sections[0][1] };
   splice(@top, 6) if @top > 6;
-  my $sig = join '|', $kind =~ s/ of size \d+//r, map { frame_fun(short($_)) } @top;
+  my $sig = join '|', $ours, $kind =~ s/ of size \d+//r, map { frame_fun(short($_)) } @top;
   $ours = 2 if $kind =~ /^Process terminating/;    # a crash, whoever's
+  $ours = 3 if $leak && $quit{ $e->{pid} };          # stopped mid-operation
   my $d = $distinct{$sig} //= { kind => $kind, ours => $ours, count => 0, pids => {}, sections => \@sections, file => $e->{file} };
   $d->{count}++;
   $d->{pids}{ $e->{pid} } = 1;
@@ -131,8 +139,10 @@ for my $e (@errors) {
 
 # ---- report
 my @crash  = grep { $_->{ours} == 2 } values %distinct;
+my @quit   = sort { $b->{count} <=> $a->{count} } grep { $_->{ours} == 3 } values %distinct;
 my @ours   = sort { $b->{count} <=> $a->{count} } grep { $_->{ours} == 1 } values %distinct;
-my @theirs = sort { $b->{count} <=> $a->{count} } grep { !$_->{ours} } values %distinct;
+my @theirs = sort { $b->{count} <=> $a->{count} } grep { $_->{ours} == 0 } values %distinct;
+my $n_quit = 0; $n_quit += $_->{count} for @quit;
 my $n_ours = 0; $n_ours += $_->{count} for @ours;
 my $n_theirs = 0; $n_theirs += $_->{count} for @theirs;
 
@@ -160,6 +170,8 @@ print $rf "== in elmo_oscp's code: $n_ours errors, " . scalar(@ours) . " distinc
 print $rf render($_, 0), "\n" for @ours;
 print $rf "== in PostgreSQL or libraries only: $n_theirs errors, " . scalar(@theirs) . " distinct\n\n";
 print $rf render($_, 0), "\n" for @theirs;
+print $rf "== leaks of processes stopped by SIGQUIT (not counted): $n_quit, " . scalar(@quit) . " distinct\n\n";
+print $rf render($_, 0), "\n" for @quit;
 print $rf "== memcheck's own warnings\n", map { "$_\n" } @notes;
 close $rf;
 
@@ -167,6 +179,7 @@ print "memcheck: $processes server processes checked, " . scalar(@errors) . " er
 printf "  server processes killed by a signal:  %d\n", scalar @crash;
 printf "  in elmo_oscp's code:                  %d (%d distinct)\n", $n_ours, scalar @ours;
 printf "  in PostgreSQL or libraries only:      %d (%d distinct, not counted against us)\n", $n_theirs, scalar @theirs;
+printf "  leaks of processes stopped by SIGQUIT: %d (%d distinct, not counted: see the report)\n", $n_quit, scalar @quit;
 if (@crash) {
   print "\n-- server processes killed by a signal\n";
   print render($_, 12), "\n" for @crash;
