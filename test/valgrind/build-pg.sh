@@ -9,8 +9,8 @@
 # PostgreSQL's own assertions (also compiled into elmo_oscp.so built against
 # it).  The source is Debian's own postgresql-15 source package (the
 # upstream tarball, checksummed by apt), fetched through a private apt list
-# so the system's apt configuration is left alone.  Takes ~5 min on 2 cores,
-# once: the result is reused while the version is the same.
+# so the system's apt configuration is left alone.  Takes ~6 min on 2 cores,
+# once: the result is reused until DIR is deleted.
 set -euo pipefail
 DIR=$1
 mkdir -p "$DIR"
@@ -52,6 +52,11 @@ make -s install >>"$DIR/build.log" 2>&1 || { tail -n 40 "$DIR/build.log"; exit 1
 
 # pgTAP is plain SQL: Debian's copy serves this server too.
 cp /usr/share/postgresql/15/extension/pgtap* "$("$DIR/install/bin/pg_config" --sharedir)/extension/"
+
+# The sources stay (memcheck's stacks name their lines); objects and
+# downloads go.
+make -s clean >/dev/null 2>&1 || true
+rm -rf "$APT" "$DIR"/src/postgresql-15_*
 
 # The server binary moves aside; "postgres" becomes the memcheck wrapper.
 mv "$DIR/install/bin/postgres" "$DIR/install/bin/postgres.bin"
