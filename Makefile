@@ -3,16 +3,22 @@
 #   make            build elmo_oscp.so and the install script
 #   make install    install the extension into the PostgreSQL found by PG_CONFIG
 #   make sim        build the ELMO simulator (sim/elmo-sim; needs libjansson-dev)
+#   make installcheck  the pg_regress tests against a running server that has
+#                   elmo_oscp installed and preloaded (PGHOST, PGPORT, PGUSER)
+#   make META.json  PGXN's metadata, from META.json.in and elmo_oscp.control
 #   make test       install missing Debian packages, build, install, run every test
 #   make test-ha    the same with Patroni, etcd and HAProxy: failover under load
 #   make demo       the same set-up, then every ELMO flow against the bundled simulator
 #   make bench      the inbound and outbound benchmarks, with their baselines
 #   make fuzz       a fuzzing campaign against the listener (FUZZ_SEED, FUZZ_CASES)
+#   make deb        the Debian package for this system's PostgreSQL, into dist/
+#   make test-majors  the suite and the packages on PostgreSQL 17 and 18 (chroots; root)
 #   make check-valgrind  the suites with every server process under memcheck
 
 EXTENSION  = elmo_oscp
-# The version lives in elmo_oscp.control only; C and SQL get it from here.
+# The version lives in elmo_oscp.control only; C, SQL and META.json get it from here.
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+ABSTRACT   = $(shell sed -n "s/^comment *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = elmo_oscp
 # In layers, calls going down only (src/CONTRACT.md; src/layers.sh checks it):
@@ -22,8 +28,9 @@ MODULE_big = elmo_oscp
 TRANSPORT_OBJS = src/addresses.o src/connections.o src/routes.o src/http_server.o src/http_client.o
 OBJS = \
 	$(TRANSPORT_OBJS) \
-	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o src/db.o \
-	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o \
+	src/settings.o src/shmem.o src/ids.o src/statements.o src/durability.o src/log_filter.o \
+	src/db.o src/connect.o src/drop_guard.o \
+	src/inbound.o src/sender.o src/tokens.o src/sql_api.o src/rfc3339.o src/capacity.o src/run_as.o \
 	src/worker.o \
 	src/elmo_oscp.o
 
@@ -40,6 +47,12 @@ MIGRATIONS = $(wildcard sql/migrations/*--$(EXTVERSION).sql)
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql \
              $(patsubst sql/migrations/%,sql/$(EXTENSION)--%,$(MIGRATIONS))
 DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+
+# make installcheck: sql/<test>.sql against expected/<test>.out, in a fresh
+# database (contrib_regression) of the server PGHOST/PGPORT name, as a
+# superuser.  They assume nothing of that server but elmo_oscp preloaded: not
+# which database the worker serves, nor any other setting.
+REGRESS = install guc_defaults other_database privileges drop_guard
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DELMO_OSCP_VERSION='"$(EXTVERSION)"'
@@ -63,6 +76,11 @@ sql/$(EXTENSION)--%.sql: sql/migrations/%.sql $(SQL_CODE) $(EXTENSION).control
 	{ echo '-- elmo_oscp update $*: generated from sql/migrations/$*.sql and the code parts of sql/elmo_oscp/, do not edit'; \
 	  printf '%s\n' '\echo Use "ALTER EXTENSION elmo_oscp UPDATE" to load this file. \quit'; \
 	  for f in $< $(SQL_CODE); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
+
+# PGXN's META.json: committed, and made again whenever elmo_oscp.control
+# changes (a test fails when the two disagree).
+META.json: META.json.in $(EXTENSION).control
+	sed -e 's|@VERSION@|$(EXTVERSION)|g' -e 's|@ABSTRACT@|$(ABSTRACT)|g' $< > $@
 
 $(OBJS): $(wildcard $(srcdir)/src/*.h) $(EXTENSION).control
 $(TRANSPORT_OBJS): override CPPFLAGS += -include $(srcdir)/src/no_postgres.h
@@ -99,7 +117,13 @@ bench:
 fuzz:
 	bash test/fuzz/run.sh
 
+deb:
+	bash tools/build-deb.sh
+
+test-majors:
+	bash test/majors.sh
+
 check-valgrind:
 	bash test/valgrind/run.sh
 
-.PHONY: sim test test-ha demo bench fuzz check-valgrind clean-sim clean-fuzz check-layers
+.PHONY: sim test test-ha demo bench fuzz check-valgrind clean-sim clean-fuzz check-layers deb test-majors

@@ -222,6 +222,15 @@ CREATE TRIGGER csms_split_capacity
     AFTER INSERT ON capacity_forecast
     FOR EACH ROW EXECUTE FUNCTION csms.on_capacity_forecast();
 
+-- The trigger runs when the worker applies a forecast, with the rights of the
+-- role the worker connects as (elmo_oscp.role: elmo_oscp_worker unless set
+-- otherwise), never a superuser's.  That role reads the stations and
+-- chargers and rewrites the limits; the extension's functions it calls
+-- (elmo_capacity_schedule) it has already.
+GRANT USAGE ON SCHEMA csms TO elmo_oscp_worker;
+GRANT SELECT ON csms.station, csms.charger TO elmo_oscp_worker;
+GRANT SELECT, INSERT, DELETE ON csms.charger_limit TO elmo_oscp_worker;
+
 -- ---------------------------------------------------------------- reading limits
 
 -- Each charger's limit at an instant; chargers without an ELMO limit then get

@@ -3,8 +3,10 @@
 #
 # Prints every notification elmo_oscp and the example CSMS send, and the
 # per-charger limits a real CSMS would now push to its chargers with OCPP
-# SetChargingProfile; also prints the limits in force whenever a limit
-# segment begins or ends (an emergency's window, the next hour of the plan).
+# SetChargingProfile; also prints the limits in force whenever the capacity
+# in force of a station changes (elmo_capacity_changed: an emergency's window
+# begins or ends, the plan's value changes at an hour, tomorrow's plan starts
+# at midnight, a forecast in force at once arrives): no polling for it.
 #
 #   PGHOST=... PGDATABASE=... examples/listen.sh [--ocpp] [--poll SECONDS]
 #
@@ -134,6 +136,16 @@ handle() {   # CHANNEL PAYLOAD
       echo "$(stamp) registration: $p" ;;
     elmo_apply_failed)
       echo "$(stamp) a message from ELMO could not be applied (retried later; see elmo_unapplied): $p" ;;
+    elmo_capacity_changed)
+      run "SELECT p->>'group_id', coalesce((p->>'capacity') || ' ' || (p->>'unit'), 'none'), coalesce(p->>'kind', 'nothing known'),
+                  $(hm "(p->>'since')::timestamptz" 'MM-DD '),
+                  EXISTS (SELECT 1 FROM csms.station s WHERE s.station_id = p->>'group_id')
+             FROM (SELECT $(q "$p")::jsonb p) x;"
+      IFS=$'\t' read -r group cap kind since ours <<<"${ROWS[0]}"
+      echo "$(stamp) capacity in force for group $group: $cap ($kind) since $since"
+      [ "$ours" = t ] && print_now ;;
+    elmo_alert)
+      echo "$(stamp) ALERT: $p" ;;
     *)
       echo "$(stamp) $ch: $p" ;;
   esac
@@ -146,17 +158,15 @@ DO $$ BEGIN
        FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'elmo_oscp';
 END $$;
 SQL
+CHANNELS=(elmo_capacity_forecast elmo_capacity_changed csms_charger_limits elmo_registration elmo_apply_failed elmo_alert)
 run "$FIND_EXTENSION
-     LISTEN elmo_capacity_forecast; LISTEN csms_charger_limits; LISTEN elmo_registration; LISTEN elmo_apply_failed;
-     SELECT current_database();"
-echo "$(stamp) listening on database ${ROWS[0]:-?} (channels elmo_capacity_forecast, csms_charger_limits, elmo_registration, elmo_apply_failed)"
+     $(printf 'LISTEN %s; ' "${CHANNELS[@]}") SELECT current_database();"
+echo "$(stamp) listening on database ${ROWS[0]:-?} (channels ${CHANNELS[*]})"
 print_now
-next=
 
 while true; do
-  # one round trip: news, and whether a limit segment began or ended since
-  run "SELECT coalesce(extract(epoch FROM csms.next_limit_change())::text, '-'), extract(epoch FROM now());"
-  IFS=$'\t' read -r nxt now <<<"${ROWS[0]:-}"
+  # one round trip: psql prints what arrived meanwhile
+  run "SELECT 1;"
   while [ ${#NOTES[@]} -gt 0 ]; do
     # ELMO's forecasts first: the example's trigger notifies before the extension does
     batch=()
@@ -165,9 +175,5 @@ while true; do
     NOTES=()
     for note in "${batch[@]}"; do handle "${note%%$'\t'*}" "${note#*$'\t'}"; done
   done
-  if [ -n "$next" ] && [ "$next" != - ] && [ -n "$now" ] && awk -v a="$now" -v b="$next" 'BEGIN { exit !(a >= b) }'; then
-    print_now
-  fi
-  next=$nxt
   sleep "$POLL"
 done

@@ -1,7 +1,9 @@
 -- The extension installs, its names work unqualified with the default
--- search_path, machinery tables are closed to PUBLIC, and DROP EXTENSION
--- removes everything.
-SET client_min_messages = warning;
+-- search_path, its tables are closed to PUBLIC (privileges.sql says who may
+-- read them), and DROP EXTENSION removes everything.  (client_min_messages =
+-- error: in a database the worker does not serve, CREATE EXTENSION warns
+-- naming both, names this server chose.)
+SET client_min_messages = error;
 CREATE EXTENSION IF NOT EXISTS elmo_oscp;
 RESET client_min_messages;
 SELECT extname, extversion, extrelocatable FROM pg_extension WHERE extname = 'elmo_oscp';
@@ -16,7 +18,7 @@ CREATE FUNCTION csms_on_forecast() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN 
 CREATE TRIGGER csms_forecast AFTER INSERT ON capacity_forecast
     FOR EACH ROW EXECUTE FUNCTION csms_on_forecast();
 
--- tables holding tokens or raw messages are not readable by PUBLIC
+-- tables are not readable by PUBLIC: tokens, raw messages, forecasts alike
 CREATE ROLE elmo_regress_reader;
 SET ROLE elmo_regress_reader;
 SELECT count(*) FROM elmo_registration;
@@ -36,5 +38,7 @@ SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname = 'csms_forecast';
 DROP FUNCTION csms_on_forecast();
 
 -- and it comes back for the suites that follow
+SET client_min_messages = error;
 CREATE EXTENSION elmo_oscp;
+RESET client_min_messages;
 SELECT count(*) > 0 AS installed FROM pg_extension WHERE extname = 'elmo_oscp';

@@ -9,6 +9,11 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
+/* VARDATA_ANY() and friends: postgres.h until PostgreSQL 15, varatt.h after */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+
 /*
  * A WaitEventSet that lives as long as the worker.  From PostgreSQL 17 on it
  * belongs to a resource owner (NULL: the session) and its memory comes from
@@ -29,6 +34,19 @@
 #include "utils/lsyscache.h"
 #else
 #include "commands/dbcommands.h"
+#endif
+
+/*
+ * A role's privilege on a database: pg_database_aclcheck() until
+ * PostgreSQL 15, object_aclcheck() from 16 on.
+ */
+#include "utils/acl.h"
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_database.h"
+#define elmo_database_aclcheck(dboid, roleid, mode) \
+	object_aclcheck(DatabaseRelationId, (dboid), (roleid), (mode))
+#else
+#define elmo_database_aclcheck(dboid, roleid, mode) pg_database_aclcheck((dboid), (roleid), (mode))
 #endif
 
 #endif							/* ELMO_COMPAT_H */

@@ -331,22 +331,29 @@ db_find_extension(char **schema, char **version)
 }
 
 /*
- * Inside a transaction: does a database of this name exist?  Read from the
- * table itself, not its index: a worker connected to no database cannot
- * open a shared index whose cache entry the server has not written yet (a
- * fresh cluster), while pg_database's table is always at hand.  It has a row
- * per database, so the scan costs nothing.
+ * Inside a transaction: the database of this name (InvalidOid: none), and
+ * whether it allows connections.  Read from the table itself, not its index:
+ * a worker connected to no database cannot open a shared index whose cache
+ * entry the server has not written yet (a fresh cluster, or after a crash),
+ * while pg_database's table is always at hand.  It has a row per database,
+ * so the scan costs nothing.
  */
-bool
-db_database_exists(const char *name)
+Oid
+db_find_database(const char *name, bool *allows_connections)
 {
 	Relation	rel = table_open(DatabaseRelationId, AccessShareLock);
 	SysScanDesc scan = scan_by_name(rel, Anum_pg_database_datname, InvalidOid, name);
-	bool		found = HeapTupleIsValid(systable_getnext(scan));
+	HeapTuple	tup = systable_getnext(scan);
+	Oid			oid = InvalidOid;
 
+	if (HeapTupleIsValid(tup))
+	{
+		oid = ((Form_pg_database) GETSTRUCT(tup))->oid;
+		*allows_connections = ((Form_pg_database) GETSTRUCT(tup))->datallowconn;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return found;
+	return oid;
 }
 
 /* ---------------------------------------------------------------- time */

@@ -26,7 +26,7 @@ extern char *db_text(uint64 row, int column);
 extern TimestampTz db_run_timestamp(StatementId id);
 
 extern bool db_find_extension(char **schema, char **version);
-extern bool db_database_exists(const char *name);
+extern Oid	db_find_database(const char *name, bool *allows_connections);
 
 extern long ms_until(TimestampTz t);
 extern long timeout_min(long a, long b);

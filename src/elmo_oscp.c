@@ -1,6 +1,7 @@
 /*
  * elmo_oscp.c — module entry: settings, shared memory, the background worker
- * and the hooks, set up from _PG_init.
+ * and the hooks (DROP DATABASE and extension DDL here; the drop guard and
+ * the log filter in their own files), set up from _PG_init.
  *
  * The library must come through shared_preload_libraries: the worker and its
  * shared memory can only be set up by the postmaster.  Loaded any other way
@@ -21,6 +22,8 @@
 #include "tcop/utility.h"
 
 #include "compat.h"
+#include "drop_guard.h"
+#include "log_filter.h"
 #include "settings.h"
 #include "shmem.h"
 
@@ -187,6 +190,8 @@ _PG_init(void)
 	ProcessUtility_hook = elmo_process_utility;
 	prev_object_access = object_access_hook;
 	object_access_hook = elmo_object_access;
+	drop_guard_install();
+	log_filter_install();
 
 	register_worker();
 }

@@ -13,9 +13,10 @@ layer() {
 		connections) echo 1 ;;
 		http_server) echo 2 ;;
 		compat) echo 10 ;;
-		settings|shmem|ids|statements|durability) echo 11 ;;
-		db) echo 12 ;;
-		inbound|sender|tokens|sql_api|rfc3339) echo 20 ;;
+		settings|shmem|ids|statements|durability|log_filter) echo 11 ;;
+		db|drop_guard) echo 12 ;;
+		connect) echo 13 ;;
+		inbound|sender|tokens|sql_api|rfc3339|capacity|run_as) echo 20 ;;
 		worker) echo 30 ;;
 		elmo_oscp) echo 40 ;;
 		*) echo "src/layers.sh: src/$1 has no layer: add it to the table in src/layers.sh" >&2

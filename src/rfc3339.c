@@ -18,6 +18,8 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
+
 PG_FUNCTION_INFO_V1(elmo_is_rfc3339);
 
 /* n digits at s, their value (in *v) within [min, max] */

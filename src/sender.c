@@ -205,6 +205,36 @@ start_claimed(void)
 }
 
 /*
+ * ELMO's reachability, from every finished transfer: an HTTP answer below 500
+ * reaches it; no connection, a timeout or a 5xx does not.  One log line when
+ * it becomes unreachable (ELMO_UNREACHABLE_AFTER failures in a row), one when
+ * it answers again.
+ */
+static void
+note_reachability(void)
+{
+	for (Transfer *t = finished; t; t = t->next)
+	{
+		bool		reached = (t->result == CURLE_OK && t->http_status > 0 && t->http_status < 500);
+		ReachView	v;
+		int			change = shmem_note_delivery(reached, &v);
+
+		if (change < 0)
+			ereport(WARNING,
+					(errmsg("elmo_oscp: ELMO is unreachable: %d deliveries in a row failed", v.failed_deliveries),
+					 errdetail("The last one: %s %s: %s.", t->method, t->url,
+							   t->result != CURLE_OK ? (t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result))
+							   : psprintf("HTTP %ld", t->http_status)),
+					 errhint("Messages stay queued and are retried. Check that ELMO is reachable from the database server (DNS, firewall, TLS); elmo_status() shows elmo_reachable.")));
+		else if (change > 0)
+			ereport(LOG,
+					(errmsg("elmo_oscp: ELMO is reachable again, after %d failed deliveries over %.0f s",
+							v.failed_deliveries,
+							(double) (GetCurrentTimestamp() - v.first_failure_at) / USECS_PER_SEC)));
+	}
+}
+
+/*
  * One transaction per turn: record every finished transfer, then claim up to
  * lim more when do_claim.  If it fails, the outcomes are recorded one per
  * transaction (one that still fails is requeued, or left 'sending' for the
@@ -215,7 +245,10 @@ db_turn(bool do_claim, int lim)
 {
 	bool		had_finished = (finished != NULL);
 	int			claim = do_claim ? lim : 0;
-	bool		ok = db_transaction(do_claim ? "recording deliveries, claiming messages"
+	bool		ok;
+
+	note_reachability();
+	ok = db_transaction(do_claim ? "recording deliveries, claiming messages"
 									: "recording deliveries", turn_work, &claim);
 
 	if (!ok)

@@ -32,6 +32,9 @@ char	   *elmo_ca_file = NULL;
 int			elmo_connect_timeout = 5000;
 int			elmo_request_timeout = 15000;
 int			elmo_max_in_flight = 32;
+char	   *elmo_role = NULL;
+char	   *elmo_usage_source = NULL;
+bool		elmo_allow_drop_registered = false;
 
 /* read in SQL only */
 static char *elmo_public_url = NULL;
@@ -41,9 +44,10 @@ static int	elmo_max_retry_age = 86400;
 static char *elmo_adjust_deadline = NULL;
 static bool elmo_enforce_deadlines = true;
 static int	elmo_report_interval = 60;
-static char *elmo_usage_source = NULL;
 static int	elmo_retention = 7 * 86400;
 static char *elmo_trigger_callback_url = NULL;
+static char *elmo_day_ahead_deadline = NULL;
+static int	elmo_unreachable_alert_after = 300;
 
 static bool
 check_path_prefix(char **newval, void **extra, GucSource source)
@@ -53,6 +57,17 @@ check_path_prefix(char **newval, void **extra, GucSource source)
 	if (len == 0 || (*newval)[0] != '/' || (*newval)[len - 1] == '/')
 	{
 		GUC_check_errdetail("elmo_oscp.path_prefix must start with \"/\" and must not end with \"/\".");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_role(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("elmo_oscp.role must name a role, for example \"%s\".", ELMO_WORKER_ROLE);
 		return false;
 	}
 	return true;
@@ -79,7 +94,7 @@ check_deadline(char **newval, void **extra, GucSource source)
 
 	if (sscanf(*newval, "%d:%d%c", &h, &m, &tail) != 2 || h < 0 || h > 23 || m < 0 || m > 59)
 	{
-		GUC_check_errdetail("elmo_oscp.adjust_deadline must be a local time of day as HH:MM, for example \"14:00\".");
+		GUC_check_errdetail("It must be a local time of day as HH:MM, for example \"14:00\".");
 		return false;
 	}
 	return true;
@@ -124,6 +139,7 @@ typedef struct IntSetting
 
 static const TextSetting text_settings[] = {
 	{"database", "Database the elmo_oscp worker connects to.", "The extension must be created in this database.", &elmo_database, "postgres", PGC_POSTMASTER},
+	{"role", "Role the elmo_oscp worker connects as; the CSMS's triggers run with its rights.", "CREATE EXTENSION elmo_oscp creates " ELMO_WORKER_ROLE "; another role needs its privileges (GRANT " ELMO_WORKER_ROLE " TO ...).", &elmo_role, ELMO_WORKER_ROLE, PGC_POSTMASTER, check_role},
 	{"listen_addresses", "Address the OSCP listener binds to.", "One IPv4 or IPv6 address, or \"*\" for all.", &elmo_listen_addresses, "127.0.0.1", PGC_POSTMASTER},
 	{"path_prefix", "URL path under which ELMO's callbacks are served.", NULL, &elmo_path_prefix, "/oscp/fp/2.0", PGC_SIGHUP, check_path_prefix},
 	{"public_url", "This CSMS's OSCP base URL as ELMO reaches it.", "Sent to ELMO in register; for example https://csms.example.com/oscp/fp/2.0.", &elmo_public_url, "", PGC_SIGHUP},
@@ -135,6 +151,7 @@ static const TextSetting text_settings[] = {
 	{"adjust_deadline", "Local time after which elmo_adjust_capacity refuses requests for tomorrow.", NULL, &elmo_adjust_deadline, "14:00", PGC_SIGHUP, check_deadline},
 	{"usage_source", "Relation or function giving (group_id, kwh) for automatic usage reports.", "Empty: no automatic reports.", &elmo_usage_source, "", PGC_SIGHUP},
 	{"trigger_callback_url", "Testbed trigger-callback base URL; empty derives it from the ELMO URL.", NULL, &elmo_trigger_callback_url, "", PGC_SIGHUP},
+	{"day_ahead_deadline", "Local time by which tomorrow's day-ahead assignment must have come, or an alert is raised.", "ELMO sends it at 10:00.", &elmo_day_ahead_deadline, "10:05", PGC_SIGHUP, check_deadline},
 };
 
 static const IntSetting int_settings[] = {
@@ -153,6 +170,7 @@ static const IntSetting int_settings[] = {
 	{"max_retry_age", "Age after which a message to ELMO that keeps failing is given up.", &elmo_max_retry_age, 86400, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
 	{"report_interval", "Interval of the automatic usage reports (aligned to it).", &elmo_report_interval, 60, 1, 86400, PGC_SIGHUP, GUC_UNIT_S},
 	{"retention", "How long delivered and applied messages are kept.", &elmo_retention, 7 * 86400, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{"unreachable_alert_after", "An alert is raised when ELMO has been unreachable for longer than this.", &elmo_unreachable_alert_after, 300, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
 };
 
 /* Only in _PG_init, from shared_preload_libraries (the names are copied). */
@@ -177,6 +195,10 @@ settings_define(void)
 		DefineCustomIntVariable(name, s->description, NULL, s->value, s->boot,
 								s->min, s->max, s->context, s->unit, NULL, NULL, NULL);
 	}
+	DefineCustomBoolVariable("elmo_oscp.allow_drop_registered",
+							 "Let DROP EXTENSION elmo_oscp drop a registration ELMO still holds.",
+							 "ELMO's token goes with it; a new one must come from Taiwan Power's administrator.",
+							 &elmo_allow_drop_registered, false, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("elmo_oscp.enforce_deadlines",
 							 "Enforce ELMO's negotiation time rules in elmo_adjust_capacity.",
 							 "Switch off only in tests.",

@@ -23,6 +23,12 @@ extern char *elmo_ca_file;
 extern int	elmo_connect_timeout;
 extern int	elmo_request_timeout;
 extern int	elmo_max_in_flight;
+extern char *elmo_role;
+extern char *elmo_usage_source;
+extern bool elmo_allow_drop_registered;
+
+/* The role CREATE EXTENSION creates for the worker (elmo_oscp.role's default). */
+#define ELMO_WORKER_ROLE "elmo_oscp_worker"
 
 extern void settings_define(void);
 

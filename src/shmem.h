@@ -22,8 +22,12 @@ typedef struct ElmoShared
 	TimestampTz worker_started_at;
 	bool		listening;
 	bool		tls;
-	bool		database_ok;	/* elmo_oscp.database was seen to exist */
+	bool		database_ok;	/* the worker was seen able to connect
+								 * (elmo_oscp.database, elmo_oscp.role) */
 	bool		database_dropping;	/* a DROP DATABASE of it is under way */
+	bool		as_superuser;	/* ... able to connect as the bootstrap
+								 * superuser: the default role does not
+								 * exist yet */
 	int			bound_port;
 	char		bound_address[64];
 	char		last_error[ELMO_ERRLEN];
@@ -41,7 +45,30 @@ typedef struct ElmoShared
 	pg_atomic_uint64 apply_failures;
 	ConditionVariable outbox_cv;	/* broadcast after outcomes are recorded */
 	ConditionVariable worker_cv;	/* broadcast when the worker exits */
+
+	/* ELMO's reachability, as deliveries show it (under mutex) */
+	int			failed_deliveries;	/* in a row: no connection, timeout, 5xx */
+	bool		elmo_unreachable;
+	TimestampTz first_failure_at;	/* of the failures in a row */
+	TimestampTz last_reached_at;	/* ELMO's last HTTP answer below 500 */
+
+	/* capacity_in_force: when its next change is due (a TimestampTz; 0:
+	 * now, UINT64_MAX: none known), and a full refresh wanted */
+	pg_atomic_uint64 capacity_due;
+	pg_atomic_uint32 capacity_recheck;
 } ElmoShared;
+
+/* Failed deliveries in a row after which ELMO counts as unreachable. */
+#define ELMO_UNREACHABLE_AFTER 3
+
+/* ELMO's reachability as elmo_status() shows it. */
+typedef struct ReachView
+{
+	bool		reachable;
+	int			failed_deliveries;
+	TimestampTz first_failure_at;	/* 0: none */
+	TimestampTz last_reached_at;	/* 0: never */
+} ReachView;
 
 /* NULL unless the library came through shared_preload_libraries */
 extern ElmoShared *elmo_shared;
@@ -59,6 +86,7 @@ typedef struct WorkerView
 	TimestampTz last_error_at;
 	bool		database_ok;
 	bool		database_dropping;
+	bool		as_superuser;
 } WorkerView;
 
 extern Size shmem_size(void);
@@ -70,10 +98,18 @@ extern void shmem_wake_worker_at_commit(bool extension_changed);
 extern void shmem_read_worker(WorkerView *view);
 extern void shmem_set_database_dropping(bool dropping, bool dropped);
 extern bool shmem_wait_worker_gone(int timeout_ms);
+extern void shmem_read_reach(ReachView *view);
+extern void shmem_capacity_due_at_commit(TimestampTz at);
+extern void shmem_capacity_recheck_at_commit(void);
 
 /* the worker's own */
 extern void shmem_worker_started(void);
 extern void shmem_set_listening(bool listening, bool tls, const char *address, int port);
 extern void shmem_set_database_ok(bool ok);
+extern int	shmem_note_delivery(bool reached, ReachView *after);
+extern bool shmem_capacity_take_due(TimestampTz now, bool *recheck);
+extern void shmem_capacity_due(TimestampTz at);
+extern bool shmem_capacity_next(TimestampTz *at);
+extern void shmem_set_as_superuser(bool as_superuser);
 
 #endif							/* ELMO_SHMEM_H */

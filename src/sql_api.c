@@ -1,6 +1,6 @@
 /*
  * sql_api.c — the C-language functions the install script declares: waking
- * the worker at commit, tokens and request ids from pg_strong_random, the
+ * the worker at commit (also as a trigger), tokens and request ids from pg_strong_random, the
  * worker's view of itself for elmo_status(), and elmo_wait().  They run in
  * any backend, inside its own transaction.
  *
@@ -15,6 +15,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -36,10 +37,15 @@
 
 PG_FUNCTION_INFO_V1(elmo_wake);
 PG_FUNCTION_INFO_V1(elmo_kick);
+PG_FUNCTION_INFO_V1(elmo_wake_trigger);
 PG_FUNCTION_INFO_V1(elmo_random_token);
 PG_FUNCTION_INFO_V1(elmo_request_id);
 PG_FUNCTION_INFO_V1(elmo_worker_info);
 PG_FUNCTION_INFO_V1(elmo_wait);
+PG_FUNCTION_INFO_V1(elmo_worker_state);
+PG_FUNCTION_INFO_V1(elmo_note_error);
+PG_FUNCTION_INFO_V1(elmo_capacity_due);
+PG_FUNCTION_INFO_V1(elmo_capacity_recheck);
 
 static void
 require_preloaded(const char *detail)
@@ -88,6 +94,22 @@ elmo_kick(PG_FUNCTION_ARGS)
 	if (elmo_shared != NULL)
 		shmem_wake_worker_at_commit(false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * _elmo_wake_trigger(): a statement trigger that wakes the worker at commit,
+ * for rows that arrive without our functions (a restore's COPY).
+ */
+Datum
+elmo_wake_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_elmo_wake_trigger() is a trigger function")));
+	if (elmo_shared != NULL)
+		shmem_wake_worker_at_commit(false);
+	return PointerGetDatum(NULL);
 }
 
 Datum
@@ -149,6 +171,58 @@ elmo_worker_info(PG_FUNCTION_ARGS)
 	nulls[17] = (w.last_error[0] == '\0');
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * _elmo_worker_state(): what 0.1.0's _elmo_worker_info() does not have:
+ * ELMO's reachability as deliveries show it.
+ */
+Datum
+elmo_worker_state(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	ReachView	r;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	require_preloaded(NULL);
+	shmem_read_reach(&r);
+	values[0] = BoolGetDatum(r.reachable);
+	values[1] = Int32GetDatum(r.failed_deliveries);
+	values[2] = TimestampTzGetDatum(r.first_failure_at);
+	nulls[2] = r.reachable || r.first_failure_at == 0;
+	values[3] = TimestampTzGetDatum(r.last_reached_at);
+	nulls[3] = (r.last_reached_at == 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* _elmo_note_error(text): a failure the SQL side found, as elmo_status()'s last_error. */
+Datum
+elmo_note_error(PG_FUNCTION_ARGS)
+{
+	if (elmo_shared != NULL && !PG_ARGISNULL(0))
+		shmem_set_last_error(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/* _elmo_capacity_due(at): capacity_in_force changes next at [at] (from commit on). */
+Datum
+elmo_capacity_due(PG_FUNCTION_ARGS)
+{
+	if (elmo_shared != NULL)
+		shmem_capacity_due_at_commit(PG_GETARG_TIMESTAMPTZ(0));
+	PG_RETURN_VOID();
+}
+
+/* _elmo_capacity_recheck(): refresh every group of capacity_in_force after commit. */
+Datum
+elmo_capacity_recheck(PG_FUNCTION_ARGS)
+{
+	if (elmo_shared != NULL)
+		shmem_capacity_recheck_at_commit();
+	PG_RETURN_VOID();
 }
 
 /* ---------------------------------------------------------------- elmo_wait */

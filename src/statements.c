@@ -26,7 +26,6 @@ const Statement statements[STMT_COUNT] = {
 	"SELECT _elmo_apply_failed($1, $2, $3)"},
 	[STMT_APPLIES_DUE] = {"_elmo_applies_due", 1, {INT4OID}, "SELECT _elmo_applies_due($1)"},
 	[STMT_NEXT_APPLY_AT] = {"_elmo_next_apply_at", 0, {0}, "SELECT _elmo_next_apply_at()"},
-	[STMT_HEALTH] = {"_elmo_health", 0, {0}, "SELECT _elmo_health()::text"},
 	[STMT_LISTENER_TOKENS] = {"_elmo_listener_tokens", 0, {0},
 		"SELECT current_token, previous_token FROM _elmo_listener_tokens()",
 	"SELECT our_token, previous_token FROM elmo_registration"},
@@ -45,6 +44,14 @@ const Statement statements[STMT_COUNT] = {
 	"SELECT state, last_status, last_error, xmin FROM elmo_outbox WHERE id = $1"},
 	/* timers */
 	[STMT_HOUSEKEEPING] = {"_elmo_housekeeping", 0, {0}, "SELECT _elmo_housekeeping()"},
+	/* 0.1.0 has no capacity_in_force: nothing to keep */
+	[STMT_CAPACITY_UPKEEP] = {"_elmo_capacity_upkeep", 1, {TEXTOID}, "SELECT _elmo_capacity_upkeep($1)",
+	"SELECT NULL::timestamptz FROM (SELECT $1) p"},
+	/* the worker's role, and other roles' rights (run_as.c) */
+	[STMT_REGISTRATION_LIVE] = {"_elmo_registration_live", 0, {0}, "SELECT _elmo_registration_live()",
+	"SELECT EXISTS (SELECT FROM elmo_registration WHERE state <> 'unregistered')"},
+	[STMT_USAGE_READ] = {"_elmo_usage_read", 1, {TEXTOID},
+	"SELECT group_id, kwh, measured_at FROM _elmo_usage_read($1)"},
 };
 
 const char *

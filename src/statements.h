@@ -15,7 +15,6 @@ typedef enum StatementId
 	STMT_APPLY_FAILED,
 	STMT_APPLIES_DUE,
 	STMT_NEXT_APPLY_AT,
-	STMT_HEALTH,
 	STMT_LISTENER_TOKENS,
 	/* outbound */
 	STMT_RECOVER,
@@ -26,6 +25,10 @@ typedef enum StatementId
 	STMT_OUTBOX_OUTCOME,
 	/* timers */
 	STMT_HOUSEKEEPING,
+	STMT_CAPACITY_UPKEEP,
+	/* the worker's role, and other roles' rights */
+	STMT_REGISTRATION_LIVE,
+	STMT_USAGE_READ,
 	STMT_COUNT
 } StatementId;
 

@@ -6,7 +6,8 @@
  * libcurl's epoll descriptor (outbound).  Every turn of the loop:
  *   listener → its completed requests → inbound (one transaction, answers)
  *   sender → outbound transfers progress, outcomes recorded, more claimed
- *   timers → retried applies, housekeeping (usage reports, retention)
+ *   timers → capacity_in_force at its changes, retried applies,
+ *            housekeeping (usage reports, alerts, retention)
  * Everything a turn allocates outside a transaction lives in a memory
  * context that is reset when the turn ends.
  *
@@ -29,7 +30,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "capacity.h"
 #include "compat.h"
+#include "connect.h"
 #include "db.h"
 #include "durability.h"
 #include "http_server.h"
@@ -59,6 +62,9 @@ static TimestampTz next_listen_retry = 0;
 static uint64 generation_seen = 0;	/* a kick from CREATE EXTENSION moves it */
 static uint64 extension_generation_seen = 0;
 static char found_as[NAMEDATALEN * 2];	/* the version and schema last found */
+static bool as_superuser = false;	/* connected as the bootstrap superuser
+									 * (connect.c) */
+static char role_problem_logged[256] = "";
 
 static TimestampTz
 ms_from_now(int ms)
@@ -191,6 +197,9 @@ typedef struct ExtensionFound
 	bool		found;
 	char	   *schema;
 	char	   *version;
+	ConnectAction action;		/* as the worker is connected (connect.c) */
+	char	   *problem;		/* why it refuses */
+	bool		elmo_may_call;	/* a registration ELMO may be using */
 } ExtensionFound;
 
 /* Found: point search_path at its schema, so the statements find it however the DBA placed it. */
@@ -200,6 +209,7 @@ find_extension_work(void *arg)
 	ExtensionFound *f = (ExtensionFound *) arg;
 	char	   *schema = NULL;
 	char	   *version = NULL;
+	const char *problem;
 
 	f->found = db_find_extension(&schema, &version);
 	if (!f->found)
@@ -209,6 +219,45 @@ find_extension_work(void *arg)
 	db_use_extension(version);
 	f->schema = db_keep(schema);
 	f->version = db_keep(version);
+	f->action = connect_action(as_superuser, version, &problem);
+	f->problem = db_keep(problem);
+	if (f->action == CONNECT_AS_ROLE)
+	{
+		bool		isnull;
+
+		f->elmo_may_call = db_run(STMT_REGISTRATION_LIVE, NULL, NULL, 1) == 1 &&
+			DatumGetBool(db_value(0, 1, &isnull));
+	}
+}
+
+/*
+ * Connected as the role it should not be (connect.c): restart to connect
+ * as the right one, unless ELMO may be calling (a restart closes the
+ * listener for a second or two, and ELMO never sends a message twice):
+ * then only say so, once.
+ */
+static void
+restart_for_role(ExtensionFound *f)
+{
+	static bool told = false;
+
+	if (f->action == CONNECT_AS_ROLE && f->elmo_may_call)
+	{
+		if (!told)
+			ereport(LOG,
+					(errmsg("elmo_oscp: role %s exists now, but ELMO may be calling: the worker goes on as the bootstrap superuser until it restarts",
+							ELMO_WORKER_ROLE),
+					 errhint("At a quiet moment (not around 10:00 or 16:00 in elmo_oscp.timezone) restart the server, or the worker: SELECT pg_terminate_backend(worker_pid) FROM elmo_status();")));
+		told = true;
+		return;
+	}
+	ereport(LOG, (errmsg("elmo_oscp: restarting the worker to connect as %s",
+						 f->action == CONNECT_AS_SUPERUSER ?
+						 "the bootstrap superuser (0.1.0's SQL grants no role anything)" : elmo_role)));
+	shmem_set_as_superuser(f->action == CONNECT_AS_SUPERUSER);
+	/* the role found just now: no need to look again before connecting */
+	shmem_set_database_ok(f->action != CONNECT_AGAIN);
+	ShutdownRequestPending = true;
 }
 
 /*
@@ -221,7 +270,7 @@ check_extension(void)
 {
 	uint64		gen = pg_atomic_read_u64(&elmo_shared->generation);
 	uint64		ext_gen = pg_atomic_read_u64(&elmo_shared->extension_generation);
-	ExtensionFound f = {false, NULL, NULL};
+	ExtensionFound f = {false, NULL, NULL, CONNECT_SERVE, NULL, false};
 	bool		was_ready = extension_ready;
 
 	if (!db_take_missing_object() && ext_gen == extension_generation_seen &&
@@ -231,8 +280,13 @@ check_extension(void)
 	extension_generation_seen = ext_gen;
 	next_extension_check = ms_from_now(CHECK_EXTENSION_MS);
 	(void) db_transaction("looking for the extension", find_extension_work, &f);
-	extension_ready = f.found;
-	if (extension_ready)
+	if (f.found && f.action != CONNECT_SERVE && f.action != CONNECT_REFUSE)
+		restart_for_role(&f);
+	extension_ready = f.found && (f.action == CONNECT_SERVE || f.action == CONNECT_AS_ROLE);
+	if (f.found && f.problem != NULL && strcmp(f.problem, role_problem_logged) != 0)
+		ereport(LOG, (errmsg("elmo_oscp: %s", f.problem)));
+	strlcpy(role_problem_logged, f.problem ? f.problem : "", sizeof(role_problem_logged));
+	if (extension_ready && !ShutdownRequestPending)
 	{
 		char		found[NAMEDATALEN * 2];
 
@@ -243,9 +297,10 @@ check_extension(void)
 							 f.version ? f.version : "?", f.schema)));
 		strlcpy(found_as, found, sizeof(found_as));
 		tokens_forget();
+		capacity_found();
 		next_housekeeping = 0;
 	}
-	else if (was_ready)
+	else if (was_ready && !f.found)
 		ereport(LOG, (errmsg("elmo_oscp: extension dropped, waiting for CREATE EXTENSION elmo_oscp")));
 }
 
@@ -273,7 +328,11 @@ run_housekeeping(void)
 static void
 run_timers(void)
 {
-	if (!extension_ready || ShutdownRequestPending || http_server_has_ready())
+	if (!extension_ready || ShutdownRequestPending)
+		return;
+	/* capacity changes are announced within a second even while requests keep coming */
+	capacity_run(http_server_has_ready());
+	if (http_server_has_ready())
 		return;
 	if (GetCurrentTimestamp() >= next_housekeeping)
 		run_housekeeping();
@@ -304,6 +363,7 @@ turn_timeout(bool may_claim)
 	if (extension_ready)
 	{
 		timeout = timeout_min(timeout, ms_until(next_housekeeping));
+		timeout = timeout_min(timeout, capacity_timeout_ms());
 		timeout = timeout_min(timeout, inbound_retry_timeout_ms());
 	}
 	else
@@ -369,16 +429,17 @@ shutdown_gracefully(void)
 }
 
 /*
- * Connecting to a database that does not exist is FATAL, and the postmaster
- * would restart us every second, each time with an error.  So until the
- * database has been seen, connect to none, look it up in pg_database every
- * few seconds, and restart into it once it is there.  A DROP DATABASE of it
- * clears the flag (see elmo_oscp.c) and we are back here.
+ * Connecting to a database or as a role that is not there (or may not log
+ * in) is FATAL, and the postmaster would restart us every second, each time
+ * with an error.  So until the worker was seen able to connect, connect to
+ * no database, look in the shared catalogs every few seconds (connect.c),
+ * and restart into the database once it can.  A DROP DATABASE of it clears
+ * the flag (see elmo_oscp.c), and so does a failed connection.
  */
 static void
-wait_for_database(void)
+wait_until_connectable(void)
 {
-	bool		logged = false;
+	char		logged[256] = "";
 	WorkerView	w;
 
 	shmem_read_worker(&w);
@@ -387,26 +448,30 @@ wait_for_database(void)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	for (;;)
 	{
-		bool		exists;
+		char		msg[256];
+		char		hint[256];
+		bool		problem;
+		bool		superuser_instead;
 
 		if (ShutdownRequestPending)
 			proc_exit(1);
 		StartTransactionCommand();
-		exists = db_database_exists(elmo_database);
+		problem = connect_problem(msg, hint, sizeof(msg), &superuser_instead);
 		CommitTransactionCommand();
 		shmem_read_worker(&w);
-		/* while a DROP DATABASE of it is under way, it still shows: wait for its end */
-		if (exists && !w.database_dropping)
+		if (!problem && !w.database_dropping)
 		{
+			shmem_set_as_superuser(superuser_instead);
 			shmem_set_database_ok(true);
-			/* exit code 1: the postmaster starts us again, now connecting to it */
+			/* exit code 1: the postmaster starts us again, now connecting */
 			proc_exit(1);
 		}
-		if (!logged)
-			ereport(LOG,
-					(errmsg("elmo_oscp: database \"%s\" does not exist yet; waiting for it", elmo_database),
-					 errhint("Create it, or set elmo_oscp.database and restart the server.")));
-		logged = true;
+		/* (while a DROP DATABASE of it is under way, it still shows: wait for its end) */
+		if (problem && strcmp(msg, logged) != 0)
+		{
+			ereport(LOG, (errmsg("elmo_oscp: %s", msg), errhint("%s", hint)));
+			strlcpy(logged, msg, sizeof(logged));
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 2000,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -414,17 +479,22 @@ wait_for_database(void)
 }
 
 /*
- * The first start after the server starts tries the database at once (it is
- * nearly always there).  When it is not, PostgreSQL's FATAL would be the
- * first thing the log says about us: keep it out of the log, and let the next
- * start say it in our own words (wait_for_database).
+ * The first start after the server starts connects at once (the database
+ * and the role are nearly always there).  When one is not fit, PostgreSQL's
+ * FATAL would be the first thing the log says about us: keep it out of the
+ * log, and let the next start say it in our own words
+ * (wait_until_connectable).
  */
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static void
-quiet_missing_database(ErrorData *edata)
+quiet_unfit_connection(ErrorData *edata)
 {
-	if (edata->elevel == FATAL && edata->sqlerrcode == ERRCODE_UNDEFINED_DATABASE)
+	if (edata->elevel == FATAL &&
+		(edata->sqlerrcode == ERRCODE_UNDEFINED_DATABASE ||
+		 edata->sqlerrcode == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION ||
+		 edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ||
+		 edata->sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE))
 		edata->output_to_server = false;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
@@ -433,12 +503,17 @@ quiet_missing_database(ErrorData *edata)
 static void
 connect_to_database(void)
 {
-	wait_for_database();
-	/* if this connection is FATAL (no such database), the next start waits quietly */
+	WorkerView	w;
+	bool		is_superuser;
+
+	wait_until_connectable();
+	shmem_read_worker(&w);
+	as_superuser = w.as_superuser;
+	/* if this connection is FATAL, the next start looks first and waits quietly */
 	shmem_set_database_ok(false);
 	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = quiet_missing_database;
-	BackgroundWorkerInitializeConnection(elmo_database, NULL, 0);
+	emit_log_hook = quiet_unfit_connection;
+	BackgroundWorkerInitializeConnection(elmo_database, as_superuser ? NULL : elmo_role, 0);
 	emit_log_hook = prev_emit_log_hook;
 	shmem_set_database_ok(true);
 	SetConfigOption("application_name", ELMO_WORKER_NAME, PGC_USERSET, PGC_S_SESSION);
@@ -447,6 +522,20 @@ connect_to_database(void)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	durability_enforce_session();
+	StartTransactionCommand();
+	is_superuser = superuser();
+	CommitTransactionCommand();
+	if (as_superuser)
+		ereport(LOG,
+				(errmsg("elmo_oscp: role %s does not exist yet: the worker connects as the bootstrap superuser meanwhile",
+						ELMO_WORKER_ROLE),
+				 errdetail("CREATE EXTENSION elmo_oscp (or ALTER EXTENSION elmo_oscp UPDATE from 0.1.0) creates it.")));
+	else if (is_superuser)
+		ereport(WARNING,
+				(errmsg("elmo_oscp: elmo_oscp.role \"%s\" is a superuser: the CSMS's triggers run with superuser rights",
+						elmo_role),
+				 errhint("Set elmo_oscp.role to %s (the default) or another role that is no superuser, and restart the server.",
+						 ELMO_WORKER_ROLE)));
 }
 
 /* SIGTERM: finish what is in hand, but end a wait for the synchronous standbys. */
@@ -467,7 +556,8 @@ elmo_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	shmem_worker_started();
 	connect_to_database();
-	ereport(LOG, (errmsg("elmo_oscp worker started for database \"%s\"", elmo_database)));
+	ereport(LOG, (errmsg("elmo_oscp worker started for database \"%s\" as %s", elmo_database,
+						 as_superuser ? "the bootstrap superuser" : quote_identifier(elmo_role))));
 
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "elmo_oscp turn", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(turn_cxt);

@@ -96,7 +96,9 @@ val "CREATE TABLE demo_csms_log (at timestamptz DEFAULT now(), forecast_id bigin
        RETURN NEW;
      END \$\$;
      CREATE TRIGGER demo_csms_react AFTER INSERT ON capacity_forecast
-       FOR EACH ROW EXECUTE FUNCTION demo_csms_react();" >/dev/null
+       FOR EACH ROW EXECUTE FUNCTION demo_csms_react();
+     -- the trigger runs as the worker's role, elmo_oscp_worker: it may write the log
+     GRANT INSERT ON demo_csms_log TO elmo_oscp_worker;" >/dev/null
 
 step "1. Register: elmo_register(elmo_url, initial_token)"
 id=$(val "SELECT elmo_register('$ELMO_URL', '$ELMO_INITIAL_TOKEN')")
@@ -141,7 +143,10 @@ show "SELECT group_id, capacity, kind, until AT TIME ZONE 'Asia/Taipei' AS until
 step "6. Cumulative energy, reported every interval by the worker (shortened to 5 s here)"
 val "CREATE TABLE demo_meter (group_id text PRIMARY KEY, kwh numeric);
      INSERT INTO demo_meter VALUES ('$GROUP', 1000);
-     CREATE VIEW demo_usage AS SELECT group_id, kwh FROM demo_meter;" >/dev/null
+     CREATE VIEW demo_usage AS SELECT group_id, kwh FROM demo_meter;
+     -- read with its owner's rights, never a superuser's: the CSMS's role owns it
+     ALTER TABLE demo_meter OWNER TO elmo_oscp_csms;
+     ALTER VIEW demo_usage OWNER TO elmo_oscp_csms;" >/dev/null
 val "ALTER SYSTEM SET elmo_oscp.usage_source = 'demo_usage'" >/dev/null
 val "ALTER SYSTEM SET elmo_oscp.report_interval = '5s'" >/dev/null
 val "SELECT pg_reload_conf()" >/dev/null

@@ -10,6 +10,11 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS elmo_oscp;
 CREATE SCHEMA IF NOT EXISTS test;
+-- The CSMS's triggers run as the worker's role (elmo_oscp.role): like any
+-- CSMS, the tests grant it what their triggers touch.
+GRANT USAGE ON SCHEMA test TO elmo_oscp_worker;
+GRANT ALL ON ALL TABLES IN SCHEMA test TO elmo_oscp_worker;
+ALTER DEFAULT PRIVILEGES IN SCHEMA test GRANT ALL ON TABLES TO elmo_oscp_worker;
 
 CREATE OR REPLACE FUNCTION test.q(s text) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$ SELECT '''' || replace(s, '''', '''\''''') || '''' $$;
@@ -106,7 +111,7 @@ CREATE OR REPLACE FUNCTION test.reset() RETURNS void
 BEGIN
     TRUNCATE capacity_forecast, capacity_forecast_block, elmo_received_message,
              elmo_adjust_request, elmo_outbox, elmo_registration, elmo_usage_last,
-             elmo_group_settings CASCADE;
+             elmo_group_settings, capacity_in_force, _elmo_capacity_dirty, _elmo_alert CASCADE;
     PERFORM _elmo_kick();
 END $$;
 

@@ -2,7 +2,7 @@
 # the bundled ELMO simulator.  Sourced by test/run.sh, test/demo.sh, bench/.
 # Clusters run as the postgres OS user when we are root (PostgreSQL refuses root).
 
-PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo "/usr/lib/postgresql/${ELMO_PG_MAJOR:-15}/bin")}
 TOP=${TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 
 as_pg() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: install what is missing, build, install, then run every suite
 # against a throw-away cluster and the bundled ELMO simulator:
-#   1. pg_regress   sql/*.sql against expected/*.out (REGRESS below)
+#   1. pg_regress   make installcheck: sql/*.sql against expected/*.out
 #   2. pgTAP        test/pgtap/*.sql through pg_prove
 #   3. end to end   test/e2e/*.t (bash, TAP) through prove: restarts, crashes,
 #                   a second cluster, the simulator in both directions
@@ -11,11 +11,11 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
 . test/lib.sh
 
-REGRESS=(install guc_defaults other_database)
-
 bash test/deps.sh || exit 1
 echo "== build and install"
 make -s >/dev/null && make -s sim >/dev/null && make -s install >/dev/null || { echo "build failed" >&2; exit 1; }
+# the pg_regress tests: the Makefile's REGRESS, which make installcheck runs
+read -ra REGRESS <<<"$(make -s -pn installcheck 2>/dev/null | sed -n 's/^REGRESS = //p')"
 
 WORK=$(mktemp -d /tmp/elmo_oscp_test.XXXXXX)
 chmod 755 "$WORK"
@@ -54,13 +54,11 @@ if [ -n "${ONLY:-}" ]; then
   psql -XAtqc "CREATE EXTENSION IF NOT EXISTS elmo_oscp" >/dev/null
 fi
 
-echo "== pg_regress"
+echo "== pg_regress (make installcheck)"
 rm -rf results regression.diffs regression.out
 if [ ${#REGRESS[@]} -eq 0 ]; then
   RESULT[pg_regress]="not run"
-elif "$(dirname "$(pg_config --pgxs)")/../test/regress/pg_regress" \
-     --inputdir=. --bindir="$PGBIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
-     --dbname=elmo_test --use-existing "${REGRESS[@]}"; then
+elif make -s installcheck REGRESS="${REGRESS[*]}" PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres; then
   RESULT[pg_regress]=ok
 else
   RESULT[pg_regress]=FAILED; fail=1

@@ -39,6 +39,27 @@ CREATE OR REPLACE FUNCTION _elmo_worker_info(
     OUT apply_failures bigint, OUT last_error text, OUT last_error_at timestamptz)
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_worker_info';
 
+-- ELMO's reachability, as the worker's deliveries show it: false after
+-- several failed deliveries in a row (no connection, timeout, 5xx), true
+-- again at ELMO's next answer.  (0.1.0's _elmo_worker_info keeps its columns.)
+CREATE OR REPLACE FUNCTION _elmo_worker_state(
+    OUT elmo_reachable boolean, OUT failed_deliveries int, OUT unreachable_since timestamptz,
+    OUT last_reached_at timestamptz)
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_worker_state';
+
+-- A failure the SQL side found (ELMO's 4xx, a lock-out, a failing
+-- usage_source): elmo_status()'s last_error.  Never pass a token.
+CREATE OR REPLACE FUNCTION _elmo_note_error(what text) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_note_error';
+
+-- capacity_in_force changes next at `at`: the worker looks then (from commit on).
+CREATE OR REPLACE FUNCTION _elmo_capacity_due(at timestamptz) RETURNS void
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'elmo_capacity_due';
+
+-- After commit, the worker refreshes every group of capacity_in_force.
+CREATE OR REPLACE FUNCTION _elmo_capacity_recheck() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_capacity_recheck';
+
 -- ---------------------------------------------------------------- settings
 
 -- The value of setting elmo_oscp.<name>; NULL when it is empty (unset).  The
@@ -94,4 +115,95 @@ BEGIN
         DELETE FROM capacity_forecast_block b USING gone g WHERE b.forecast_id = g.id;
     END IF;
     RETURN NULL;
+END $$;
+
+-- Wakes the worker when the transaction commits (a statement trigger; see
+-- 01_schema.sql for where and why).
+CREATE OR REPLACE FUNCTION _elmo_wake_trigger() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'elmo_wake_trigger';
+
+-- Registration rows that arrive or go other than through our functions (a
+-- restore's COPY, a TRUNCATE): release the messages the registration allows
+-- (_elmo_registration_changed), and wake the worker at commit to read the
+-- tokens again and to bring capacity_in_force up to date (restored rows name
+-- their next change, which the worker does not know of).  (A restore runs
+-- with an empty search_path.)
+CREATE OR REPLACE FUNCTION _elmo_registration_arrived() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = @extschema@, pg_temp AS $$
+BEGIN
+    PERFORM _elmo_registration_changed();
+    PERFORM _elmo_capacity_recheck();
+    PERFORM _elmo_kick();
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION _elmo_outbox_restored_sending() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.state := 'queued';
+    NEW.next_attempt_at := now();
+    RETURN NEW;
+END $$;
+
+-- ---------------------------------------------------------------- the CSMS's triggers, kept for a restore
+
+-- The user triggers on the extension's tables (not its own: their function
+-- is one of the extension's), as _elmo_saved_trigger keeps them.
+CREATE OR REPLACE FUNCTION _elmo_user_triggers()
+    RETURNS TABLE(table_name text, trigger_name text, definition text, enabled "char", trigger_oid oid,
+                  table_oid oid)
+    LANGUAGE sql STABLE AS $$
+    SELECT c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid), t.tgenabled, t.oid, c.oid
+      FROM pg_trigger t
+      JOIN pg_class c ON c.oid = t.tgrelid
+      JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+      JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'elmo_oscp'
+     WHERE NOT t.tgisinternal
+       AND NOT EXISTS (SELECT FROM pg_depend f
+                        WHERE f.classid = 'pg_proc'::regclass AND f.objid = t.tgfoid
+                          AND f.refobjid = e.oid AND f.deptype = 'e') $$;
+
+-- After CREATE TRIGGER, ALTER TRIGGER (a new name) and ALTER TABLE (a trigger
+-- enabled or disabled): keep the triggers the command touched.  Only rows of
+-- those triggers change: after a restore, the saved rows of triggers not yet
+-- created again must stay.
+CREATE OR REPLACE FUNCTION _elmo_save_triggers() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
+BEGIN
+    WITH touched AS (
+        SELECT u.* FROM _elmo_user_triggers() u, pg_event_trigger_ddl_commands() c
+         WHERE (c.classid = 'pg_trigger'::regclass AND c.objid = u.trigger_oid)
+            OR (c.classid = 'pg_class'::regclass AND c.objid = u.table_oid)
+    ), renamed AS (
+        DELETE FROM _elmo_saved_trigger s USING touched t
+         WHERE s.trigger_oid = t.trigger_oid AND s.table_name = t.table_name
+           AND s.trigger_name <> t.trigger_name
+    )
+    INSERT INTO _elmo_saved_trigger AS s (table_name, trigger_name, definition, enabled, trigger_oid)
+    SELECT DISTINCT ON (t.trigger_oid) t.table_name, t.trigger_name, t.definition, t.enabled, t.trigger_oid
+      FROM touched t
+    ON CONFLICT (table_name, trigger_name) DO UPDATE
+       SET definition = EXCLUDED.definition, enabled = EXCLUDED.enabled,
+           trigger_oid = EXCLUDED.trigger_oid, saved_at = now();
+END $$;
+
+-- A saved row that arrives by COPY (a restore) names a trigger of another
+-- cluster: its OID means nothing here until elmo_restore_triggers() creates it.
+CREATE OR REPLACE FUNCTION _elmo_saved_trigger_arrives() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.oid = NEW.trigger_oid AND t.tgname = NEW.trigger_name) THEN
+        NEW.trigger_oid := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- After any drop: forget the triggers it dropped (DROP TRIGGER, or a trigger
+-- function dropped with CASCADE).
+CREATE OR REPLACE FUNCTION _elmo_forget_triggers() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
+BEGIN
+    DELETE FROM _elmo_saved_trigger s
+     USING pg_event_trigger_dropped_objects() o
+     WHERE o.classid = 'pg_trigger'::regclass AND o.objid = s.trigger_oid;
 END $$;

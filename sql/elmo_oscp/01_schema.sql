@@ -9,6 +9,33 @@
 -- validated or literal values, and each CHECK cost ~2.5 µs per statement.
 -- Privileges are granted in 90_privileges.sql.
 
+-- ---------------------------------------------------------------- roles
+
+-- The extension's roles.  Roles belong to the cluster, not to a database:
+-- one may exist already (another database, an earlier install, a restore of
+-- pg_dumpall --globals-only), and DROP EXTENSION leaves them.
+--   elmo_oscp_reader  reads the state and the views (pg_monitor has it)
+--   elmo_oscp_csms    the CSMS: the API, TRIGGER on the forecast tables,
+--                     elmo_group_settings; and what the reader has
+--   elmo_oscp_worker  the worker connects as it (elmo_oscp.role): the
+--                     extension's tables and internal functions, and what
+--                     the CSMS has (its triggers run as this role).  LOGIN
+--                     because a background worker must log in; no password,
+--                     so nobody logs in as it by password.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_reader') THEN
+        CREATE ROLE elmo_oscp_reader NOLOGIN;
+        GRANT elmo_oscp_reader TO pg_monitor;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_csms') THEN
+        CREATE ROLE elmo_oscp_csms NOLOGIN IN ROLE elmo_oscp_reader;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'elmo_oscp_worker') THEN
+        CREATE ROLE elmo_oscp_worker LOGIN IN ROLE elmo_oscp_csms;
+    END IF;
+END $$;
+
 -- ---------------------------------------------------------------- registration
 
 -- One row: this CSMS's registration with ELMO.  Holds tokens: never PUBLIC.
@@ -66,8 +93,10 @@ CREATE TABLE elmo_received_message (
     -- applying it retires the previous token
     used_current_token boolean NOT NULL DEFAULT false
 );
+-- Messages not applied: those waiting, and the forecasts the DBA discarded,
+-- which stay in force all the same (the capacity rules read their blocks).
 CREATE INDEX elmo_received_message_unapplied
-    ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed');
+    ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed', 'discarded');
 -- Retention finds old raw messages by receipt time; BRIN: next to nothing per insert.
 CREATE INDEX elmo_received_message_received_at ON elmo_received_message USING brin (received_at);
 
@@ -210,3 +239,105 @@ CREATE TABLE _elmo_usage_skip (
     reason          text NOT NULL,
     skipped_at      timestamptz NOT NULL
 );
+
+-- ---------------------------------------------------------------- capacity in force, alerts
+
+-- One row per group: the capacity in force now, kept by the worker at every
+-- instant it changes (a block boundary, a forecast received, the contract
+-- capacity), so that the CSMS can put a trigger on it.  NOTIFY
+-- elmo_capacity_changed goes with every change of capacity, unit or kind.
+CREATE TABLE capacity_in_force (
+    group_id        text PRIMARY KEY,
+    capacity        numeric,                -- NULL: nothing known
+    unit            text,
+    kind            text,                   -- day_ahead, additional_reply, emergency or contract
+    since           timestamptz NOT NULL,   -- when it came into force
+    until           timestamptz             -- its next change as far as is known; NULL: none
+);
+CREATE INDEX capacity_in_force_until ON capacity_in_force (until);
+
+-- Groups a forecast received may have changed: the worker refreshes their row
+-- right after the answers went out (never on the answering path: a CSMS
+-- trigger on capacity_in_force must not delay ELMO's 204).
+CREATE TABLE _elmo_capacity_dirty (
+    group_id        text PRIMARY KEY
+);
+
+-- Every alert raised (NOTIFY elmo_alert), once: subject says which day,
+-- outage or message it was about.
+CREATE TABLE _elmo_alert (
+    id              bigserial PRIMARY KEY,
+    alert           text NOT NULL,          -- day_ahead_missing, locked_out, elmo_unreachable, apply_failing
+    group_id        text,
+    subject         text NOT NULL,
+    detail          text NOT NULL,
+    raised_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX _elmo_alert_once ON _elmo_alert (alert, coalesce(group_id, ''), subject);
+-- ---------------------------------------------------------------- backup and restore
+
+-- The CSMS's own triggers on the extension's tables.  pg_dump never dumps a
+-- trigger on an extension's table (it dumps neither the table nor what hangs
+-- on it), so the event trigger below keeps each one here as pg_get_triggerdef
+-- shows it, and elmo_restore_triggers() creates them again after a restore.
+CREATE TABLE _elmo_saved_trigger (
+    table_name      text NOT NULL,
+    trigger_name    text NOT NULL,
+    definition      text NOT NULL,          -- CREATE [CONSTRAINT] TRIGGER ...
+    enabled         "char" NOT NULL,        -- pg_trigger.tgenabled: O, D, R or A
+    trigger_oid     oid,                    -- in this cluster (a restore brings another's)
+    saved_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, trigger_name)
+);
+CREATE TRIGGER _elmo_saved_trigger_arrives BEFORE INSERT ON _elmo_saved_trigger
+    FOR EACH ROW EXECUTE FUNCTION _elmo_saved_trigger_arrives();
+CREATE EVENT TRIGGER elmo_oscp_save_triggers ON ddl_command_end
+    WHEN TAG IN ('CREATE TRIGGER', 'ALTER TRIGGER', 'ALTER TABLE')
+    EXECUTE FUNCTION _elmo_save_triggers();
+CREATE EVENT TRIGGER elmo_oscp_forget_triggers ON sql_drop
+    EXECUTE FUNCTION _elmo_forget_triggers();
+
+-- A registration that arrives by COPY (a restore) must release the messages
+-- it allows and reach the worker's copy of the tokens, as elmo_register's
+-- does; queued messages that arrive so must be claimed: wake the worker at
+-- commit.  (Not on UPDATE: the worker updates the registration at every
+-- batch, and our functions wake it themselves.)
+CREATE TRIGGER elmo_registration_arrived AFTER INSERT OR DELETE OR TRUNCATE ON elmo_registration
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_registration_arrived();
+CREATE TRIGGER elmo_outbox_wake AFTER INSERT ON elmo_outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_wake_trigger();
+-- A message that arrives in state sending (in a backup taken while it was on
+-- its way) was never recorded: send it again, with the same X-Request-ID.
+CREATE TRIGGER elmo_outbox_restored_sending BEFORE INSERT ON elmo_outbox
+    FOR EACH ROW WHEN (NEW.state = 'sending') EXECUTE FUNCTION _elmo_outbox_restored_sending();
+
+-- What pg_dump keeps: every table of protocol or CSMS state, and the
+-- sequences, so that ids go on where they were.  Received and delivered
+-- messages that retention (elmo_oscp.retention) is about to delete are left
+-- out.  capacity_in_force goes with them (and the groups waiting for its
+-- upkeep), so a restored database reads what it read.  Not kept: the
+-- worker's own timers (elmo_timer: a restored database's worker writes them
+-- before the data arrives, and running each job once more is harmless),
+-- _elmo_usage_skip (remade at every usage report) and the alerts raised
+-- (_elmo_alert: one still true is raised again).
+-- The conditions run in pg_dump's session, with an empty search_path.
+SELECT pg_catalog.pg_extension_config_dump('elmo_registration', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_received_message',
+    $$WHERE state NOT IN ('applied', 'discarded')
+          OR coalesce(received_at >= now() - current_setting('elmo_oscp.retention', true)::interval, true)$$);
+SELECT pg_catalog.pg_extension_config_dump('elmo_received_message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_forecast_block', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_group_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_outbox',
+    $$WHERE state <> 'delivered'
+          OR coalesce(created_at >= now() - current_setting('elmo_oscp.retention', true)::interval, true)
+          OR id IN (SELECT a.outbox_id FROM @extschema@.elmo_adjust_request a)$$);
+SELECT pg_catalog.pg_extension_config_dump('elmo_outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_adjust_request', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_adjust_request_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('elmo_usage_last', '');
+SELECT pg_catalog.pg_extension_config_dump('_elmo_saved_trigger', '');
+SELECT pg_catalog.pg_extension_config_dump('capacity_in_force', '');
+SELECT pg_catalog.pg_extension_config_dump('_elmo_capacity_dirty', '');

@@ -350,6 +350,8 @@ DECLARE
     v_ok     boolean := true;   --   they pass the fast checks
     v_detail text;
     v_day    date;
+    v_kind   text;
+    v_cif    capacity_in_force;
 BEGIN
     IF $3 IS NULL THEN
         RAISE EXCEPTION 'elmo_oscp: _elmo_receive needs a request_id'
@@ -452,8 +454,30 @@ BEGIN
 
     IF $1 = 'update_group_capacity_forecast' THEN
         v_day := _elmo_local_day(v_first);
-        message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, b->>'group_id',
-                          _elmo_forecast_kind(v_day, n, v_first, v_last, v_hourly, v_contig), v_day, $6);
+        v_kind := _elmo_forecast_kind(v_day, n, v_first, v_last, v_hourly, v_contig);
+        message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, b->>'group_id', v_kind, v_day, $6);
+        -- In force from its receipt, applied or not: when the forecast can change
+        -- what capacity_in_force says now or next, the worker refreshes the group's
+        -- row right after this commit (_elmo_capacity_upkeep, off the answering
+        -- path).  One row read when it cannot (here rather than in a function: a
+        -- call costs as much as the read).  A forecast entirely past changes
+        -- nothing; one starting later matters only before the row's next change;
+        -- one in force now does, unless it is a single emergency block no lower
+        -- than what is in force (the lowest rule: it cannot be the lowest before or
+        -- after).
+        IF message_id IS NOT NULL AND v_last > now() THEN
+            SELECT * INTO v_cif FROM capacity_in_force c WHERE c.group_id = b->>'group_id';
+            IF NOT FOUND
+               OR (v_first > now() AND NOT coalesce(v_first >= v_cif.until, false))
+               OR (v_first <= now() AND NOT coalesce(
+                       v_kind = 'emergency' AND n = 1 AND blks->0->>'unit' = v_cif.unit
+                       AND ((blks->0->>'capacity')::numeric > v_cif.capacity
+                            OR (blks->0->>'capacity')::numeric = v_cif.capacity AND v_cif.kind = 'emergency'),
+                       false)) THEN
+                INSERT INTO _elmo_capacity_dirty VALUES (b->>'group_id') ON CONFLICT DO NOTHING;
+                PERFORM _elmo_capacity_due(now());
+            END IF;
+        END IF;
     ELSE
         message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, NULL, NULL, NULL, $6);
     END IF;

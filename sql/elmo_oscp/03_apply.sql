@@ -107,6 +107,18 @@ BEGIN
 END
 $fn$;
 
+-- ELMO's token leaves a stored register once elmo_registration holds it:
+-- '***' in its place, in raw_body (as sent, when the token is there in the
+-- form JSON gives it; else the body as jsonb writes it) and in body.
+CREATE OR REPLACE FUNCTION _elmo_scrub_received(message_id bigint) RETURNS void
+    LANGUAGE sql VOLATILE AS $$
+    UPDATE elmo_received_message m
+       SET body = jsonb_set(m.body, '{token}', '"***"'),
+           raw_body = CASE WHEN strpos(m.raw_body, to_json(m.body->>'token')::text) > 0
+                           THEN replace(m.raw_body, to_json(m.body->>'token')::text, '"***"')
+                           ELSE jsonb_set(m.body, '{token}', '"***"')::text END
+     WHERE m.id = $1 AND jsonb_typeof(m.body->'token') = 'string' AND m.body->>'token' <> '***' $$;
+
 -- ELMO's register, DELETE register or handshake: the registration row must
 -- exist.  Releases what the new state allows; NOTIFY elmo_registration.
 CREATE OR REPLACE FUNCTION _elmo_apply_registration(message_id bigint, message text, method text,
@@ -133,6 +145,9 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'elmo_oscp: cannot apply message "%"', $2
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $2 = 'register' THEN
+        PERFORM _elmo_scrub_received($1);
     END IF;
     PERFORM _elmo_registration_changed();
     PERFORM _elmo_notify_registration(CASE WHEN $2 = 'handshake' THEN 'handshake'
@@ -228,7 +243,8 @@ END
 $fn$;
 
 -- Records a failed apply (its subtransaction was rolled back): backoff 2, 4, 8,
--- ... seconds, never more than a minute; NOTIFY elmo_apply_failed.
+-- ... seconds, never more than a minute; NOTIFY elmo_apply_failed, and the
+-- alert apply_failing when it keeps failing.
 CREATE OR REPLACE FUNCTION _elmo_apply_failed(message_id bigint, sqlstate text, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -240,11 +256,12 @@ BEGIN
            next_apply_at = clock_timestamp()
                            + least(60, power(2, least(m.apply_attempts + 1, 6))) * interval '1 second'
      WHERE m.id = $1 AND m.state IN ('received', 'apply_failed')
-    RETURNING m.id, m.group_id, m.message INTO r;
+    RETURNING m.id, m.group_id, m.message, m.apply_attempts INTO r;
     IF FOUND THEN
         PERFORM pg_notify('elmo_apply_failed',
                           json_build_object('id', r.id, 'group_id', r.group_id, 'message', r.message,
                                             'sqlstate', $2, 'error', left($3, 1000))::text);
+        PERFORM _elmo_check_apply_failing(r.id, r.group_id, r.message, r.apply_attempts, $3);
     END IF;
 END
 $fn$;
@@ -264,22 +281,6 @@ CREATE OR REPLACE FUNCTION _elmo_next_apply_at() RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
     SELECT min(coalesce(m.next_apply_at, m.received_at)) FROM elmo_received_message m
      WHERE m.state IN ('received', 'apply_failed') $$;
-
--- For GET /health: registration state (the words of elmo_registration_status)
--- and inbound backlog; no token, no URL.
-CREATE OR REPLACE FUNCTION _elmo_health() RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT jsonb_build_object(
-                        'state', g.state, 'connected', g.connected, 'registered_at', g.registered_at,
-                        'connected_at', g.connected_at, 'last_heard_at', g.last_heard_at,
-                        'elmo_version', g.elmo_version, 'heartbeat_interval', g.heartbeat_interval,
-                        'elmo_offline_mode_at', g.elmo_offline_mode_at)
-                       FROM elmo_registration g WHERE g.id = 1),
-                    '{"state": "not_registered", "connected": false}'::jsonb)
-           || (SELECT jsonb_build_object('unapplied', count(*),
-                                         'apply_failed', count(*) FILTER (WHERE m.state = 'apply_failed'),
-                                         'oldest_unapplied_at', min(m.received_at))
-                 FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')) $$;
 
 -- Purges applied/discarded raw messages older than elmo_oscp.retention.
 -- Forecasts are kept.
@@ -303,9 +304,11 @@ CREATE OR REPLACE VIEW elmo_unapplied AS
 
 -- Applies an unapplied message now, in the caller's transaction (its errors
 -- propagate; the caller's transaction then rolls back and the message stays
--- as it was).  Returns the new state.
+-- as it was).  Returns the new state.  The application itself runs with the
+-- rights of the worker's role (elmo_oscp.role), as when the worker applies
+-- it: the CSMS's triggers never run as this function's owner.
 CREATE OR REPLACE FUNCTION elmo_replay(message_id bigint) RETURNS text
-    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN
@@ -321,14 +324,19 @@ BEGIN
                   DETAIL = 'Only messages in state received or apply_failed are applied.',
                   HINT = 'elmo_unapplied lists the messages waiting to be applied.';
     END IF;
-    PERFORM _elmo_apply($1);
+    PERFORM _elmo_replay_apply($1);
     RETURN 'applied';
 END
 $fn$;
 
--- Gives up on an unapplied message, recording why.
+-- _elmo_apply(message_id) with the rights of elmo_oscp.role (src/run_as.c).
+CREATE OR REPLACE FUNCTION _elmo_replay_apply(message_id bigint) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'elmo_replay_apply';
+
+-- Gives up on an unapplied message, recording why.  (No CSMS code runs here:
+-- it may run as its owner.)
 CREATE OR REPLACE FUNCTION elmo_discard(message_id bigint, reason text) RETURNS void
-    LANGUAGE plpgsql VOLATILE SET search_path = @extschema@, pg_temp AS $fn$
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $fn$
 DECLARE
     v_state text;
 BEGIN

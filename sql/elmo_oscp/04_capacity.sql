@@ -2,10 +2,15 @@
 -- read, so it is always ELMO's rule applied to everything received so far.
 -- It is what the CSMS reads: granted to PUBLIC.  Every forecast answered 204
 -- counts from its start, applied or not: a CSMS trigger that fails delays its
--- own reaction, never what ELMO assigned.  Plans are ordered by receipt, so a
--- late application never changes which one is in force.  Every function a
--- CSMS calls here sets its search_path to the extension's schema, so it works
--- called by its qualified name (elmo.elmo_capacity_at) from any session.
+-- own reaction, never what ELMO assigned.  So the functions that read
+-- received messages (not readable by PUBLIC) run as their owner; they only
+-- read.  Plans are ordered by receipt, so a late application never changes
+-- which one is in force.  Every function a CSMS calls here sets its
+-- search_path to the extension's schema, so it works called by its qualified
+-- name (elmo.elmo_capacity_at) from any session.
+--
+-- capacity_in_force (end of this file) keeps the result per group, at every
+-- instant it changes, for triggers and LISTENers.
 
 -- ---------------------------------------------------------------- ELMO's days
 
@@ -26,38 +31,86 @@ CREATE OR REPLACE FUNCTION elmo_tomorrow() RETURNS date
 -- block of the most recently received day_ahead/additional_reply among those
 -- covering it), every covering emergency block, the contract capacity.  Ties:
 -- emergency, then plan, then contract.  All NULL when nothing is known.
--- Capacities are compared as sent (ELMO always sends KW).
+-- Capacities are compared as sent (ELMO always sends KW).  Forecasts not
+-- applied (yet) come from their received message, forecast_id NULL; they are
+-- few (a failing CSMS trigger), and found through the index of unapplied
+-- messages.  Receipt order: received_at, then the message's id.
 CREATE OR REPLACE FUNCTION _elmo_capacity_resolve(group_id text, at timestamptz,
         OUT capacity numeric, OUT unit text, OUT kind text, OUT forecast_id bigint)
-    LANGUAGE plpgsql STABLE SET search_path = @extschema@, pg_temp
+    LANGUAGE plpgsql STABLE
+    -- the definer's: the CSMS may not read received messages, but their forecasts are in force
+    SECURITY DEFINER SET search_path = @extschema@, pg_temp
     SET plan_cache_mode = force_generic_plan    -- planning would cost 5x the lookup
     AS $fn$
 BEGIN
     SELECT c.capacity, c.unit, c.kind, c.forecast_id INTO capacity, unit, kind, forecast_id FROM (
-        (SELECT b.capacity, b.unit, f.kind, f.id AS forecast_id, 2 AS prio, f.received_at
-           FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
-          WHERE f.group_id = $1 AND f.kind IN ('day_ahead', 'additional_reply')
-            AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
-            AND coalesce(f.starts_at, '-infinity'::timestamptz) <= $2
-            AND b.start_time <= $2 AND b.end_time > $2
-          ORDER BY f.received_at DESC, f.id DESC
+        (SELECT p.capacity, p.unit, p.kind, p.forecast_id, 2 AS prio, p.received_at, p.message_id
+           FROM ((SELECT b.capacity, b.unit, f.kind, f.id AS forecast_id, f.received_at, f.message_id
+                    FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
+                   WHERE f.group_id = $1 AND f.kind IN ('day_ahead', 'additional_reply')
+                     AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
+                     AND coalesce(f.starts_at, '-infinity'::timestamptz) <= $2
+                     AND b.start_time <= $2 AND b.end_time > $2
+                   ORDER BY f.received_at DESC, f.message_id DESC NULLS LAST, f.id DESC
+                   LIMIT 1)
+                 UNION ALL
+                 SELECT x.capacity, x.unit, m.kind, NULL::bigint, m.received_at, m.id
+                   FROM elmo_received_message m,
+                        jsonb_to_recordset(m.body->'forecasted_blocks')
+                            AS x(capacity numeric, unit text, start_time timestamptz, end_time timestamptz)
+                  WHERE m.state IN ('received', 'apply_failed', 'discarded')
+                    AND m.message = 'update_group_capacity_forecast' AND m.group_id = $1
+                    AND m.kind IN ('day_ahead', 'additional_reply')
+                    AND x.start_time <= $2 AND x.end_time > $2) p
+          ORDER BY p.received_at DESC, p.message_id DESC NULLS LAST, p.forecast_id DESC NULLS LAST
           LIMIT 1)
         UNION ALL
-        SELECT b.capacity, b.unit, f.kind, f.id, 1, f.received_at
+        SELECT b.capacity, b.unit, f.kind, f.id, 1, f.received_at, f.message_id
           FROM capacity_forecast f JOIN capacity_forecast_block b ON b.forecast_id = f.id
          WHERE f.group_id = $1 AND f.kind = 'emergency'
            AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
            AND coalesce(f.starts_at, '-infinity'::timestamptz) <= $2
            AND b.start_time <= $2 AND b.end_time > $2
         UNION ALL
-        SELECT s.contract_capacity_kw, 'KW', 'contract', NULL::bigint, 3, NULL::timestamptz
+        SELECT x.capacity, x.unit, m.kind, NULL::bigint, 1, m.received_at, m.id
+          FROM elmo_received_message m,
+               jsonb_to_recordset(m.body->'forecasted_blocks')
+                   AS x(capacity numeric, unit text, start_time timestamptz, end_time timestamptz)
+         WHERE m.state IN ('received', 'apply_failed', 'discarded')
+           AND m.message = 'update_group_capacity_forecast' AND m.group_id = $1 AND m.kind = 'emergency'
+           AND x.start_time <= $2 AND x.end_time > $2
+        UNION ALL
+        SELECT s.contract_capacity_kw, 'KW', 'contract', NULL::bigint, 3, NULL::timestamptz, NULL::bigint
           FROM elmo_group_settings s
          WHERE s.group_id = $1 AND s.contract_capacity_kw IS NOT NULL
     ) c
-    ORDER BY c.capacity, c.prio, c.received_at DESC NULLS LAST, c.forecast_id DESC
+    ORDER BY c.capacity, c.prio, c.received_at DESC NULLS LAST, c.message_id DESC NULLS LAST,
+             c.forecast_id DESC NULLS LAST
     LIMIT 1;
 END
 $fn$;
+
+-- Every block boundary of a group's forecasts in (from, to]: the instants at
+-- which its capacity may change.  Applied forecasts and those not (yet).
+CREATE OR REPLACE FUNCTION _elmo_capacity_boundaries(group_id text, from_ts timestamptz, to_ts timestamptz)
+    RETURNS SETOF timestamptz
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
+    SELECT v.x
+      FROM capacity_forecast f
+      JOIN capacity_forecast_block b ON b.forecast_id = f.id,
+           LATERAL (VALUES (b.start_time), (b.end_time)) AS v(x)
+     WHERE f.group_id = $1
+       AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
+       AND coalesce(f.starts_at, '-infinity'::timestamptz) <= $3
+       AND v.x > $2 AND v.x <= $3
+    UNION
+    SELECT v.x
+      FROM elmo_received_message m,
+           jsonb_to_recordset(m.body->'forecasted_blocks') AS x(start_time timestamptz, end_time timestamptz),
+           LATERAL (VALUES (x.start_time), (x.end_time)) AS v(x)
+     WHERE m.state IN ('received', 'apply_failed', 'discarded')
+       AND m.message = 'update_group_capacity_forecast' AND m.group_id = $1
+       AND v.x > $2 AND v.x <= $3 $$;
 
 -- The capacity in force for a group at an instant (NULL: nothing known).
 CREATE OR REPLACE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAULT now()) RETURNS numeric
@@ -66,24 +119,18 @@ CREATE OR REPLACE FUNCTION elmo_capacity_at(group_id text, at timestamptz DEFAUL
 
 -- The resolved schedule of a local day (by default ELMO's tomorrow):
 -- contiguous, non-overlapping segments, equal neighbours merged, unknown
--- stretches left out.
+-- stretches left out.  applied: false for a forecast in force that is not
+-- applied yet (its CSMS trigger failed).
 CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date DEFAULT elmo_tomorrow())
     RETURNS TABLE(start_time timestamptz, end_time timestamptz, capacity numeric, unit text,
-                  kind text, forecast_id bigint)
-    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
+                  kind text, forecast_id bigint, applied boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
     WITH d AS (
         SELECT _elmo_day_start($2) AS d0, _elmo_day_start($2 + 1) AS d1
     ), pts AS (
         SELECT d.d0 AS p FROM d
         UNION SELECT d.d1 FROM d
-        UNION SELECT v.x
-                FROM d, capacity_forecast f
-                JOIN capacity_forecast_block b ON b.forecast_id = f.id,
-                     LATERAL (VALUES (b.start_time), (b.end_time)) AS v(x)
-               WHERE f.group_id = $1
-                 AND coalesce(f.ends_at, 'infinity'::timestamptz) > d.d0
-                 AND coalesce(f.starts_at, '-infinity'::timestamptz) < d.d1
-                 AND v.x > d.d0 AND v.x < d.d1
+        UNION SELECT x.x FROM d, _elmo_capacity_boundaries($1, d.d0, d.d1) x(x) WHERE x.x < d.d1
     ), seg AS (
         SELECT pts.p AS s, lead(pts.p) OVER (ORDER BY pts.p) AS e FROM pts
     ), res AS (
@@ -100,7 +147,8 @@ CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date DEFAUL
     ), grp AS (
         SELECT brk.*, sum(brk.nb) OVER (ORDER BY brk.s) AS g FROM brk
     )
-    SELECT min(grp.s), max(grp.e), grp.c, grp.u, grp.k, grp.fid
+    SELECT min(grp.s), max(grp.e), grp.c, grp.u, grp.k, grp.fid,
+           grp.k = 'contract' OR grp.fid IS NOT NULL
       FROM grp
      GROUP BY grp.g, grp.c, grp.u, grp.k, grp.fid
      ORDER BY 1 $$;
@@ -110,14 +158,9 @@ CREATE OR REPLACE FUNCTION elmo_capacity_schedule(group_id text, day date DEFAUL
 CREATE OR REPLACE FUNCTION _elmo_capacity_until(group_id text, at timestamptz,
                                      capacity numeric, kind text, forecast_id bigint)
     RETURNS timestamptz
-    LANGUAGE sql STABLE SET search_path = @extschema@, pg_temp AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
     SELECT p.t
-      FROM (SELECT DISTINCT v.x AS t
-              FROM capacity_forecast f
-              JOIN capacity_forecast_block b ON b.forecast_id = f.id,
-                   LATERAL (VALUES (b.start_time), (b.end_time)) AS v(x)
-             WHERE f.group_id = $1 AND coalesce(f.ends_at, 'infinity'::timestamptz) > $2
-               AND v.x > $2) p
+      FROM (SELECT DISTINCT x.x AS t FROM _elmo_capacity_boundaries($1, $2, 'infinity') x(x)) p
       LEFT JOIN LATERAL _elmo_capacity_resolve($1, p.t) r ON true
      WHERE (r.capacity, r.kind, r.forecast_id) IS DISTINCT FROM ($3, $4, $5)
      ORDER BY p.t
@@ -193,3 +236,139 @@ CREATE OR REPLACE FUNCTION elmo_day_plan(group_id text, day date DEFAULT elmo_to
            repeat('#', coalesce(round(40 * r.capacity / nullif(max(r.capacity) OVER (), 0))::int, 0))
       FROM hourly r
      ORDER BY r.s $$;
+
+-- ---------------------------------------------------------------- capacity_in_force, kept by the worker
+
+-- The next instant after `at` at which the capacity, unit or kind in force
+-- changes (not merely the forecast giving it), as far as is known; NULL: none.
+CREATE OR REPLACE FUNCTION _elmo_capacity_next_change(group_id text, at timestamptz,
+                                                      capacity numeric, unit text, kind text)
+    RETURNS timestamptz
+    LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    t timestamptz;
+    r record;
+BEGIN
+    FOR t IN SELECT DISTINCT x.x FROM _elmo_capacity_boundaries($1, $2, 'infinity') x(x) ORDER BY 1 LOOP
+        r := _elmo_capacity_resolve($1, t);
+        IF (r.capacity, r.unit, r.kind) IS DISTINCT FROM ($3, $4, $5) THEN
+            RETURN t;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+
+-- Brings a group's row of capacity_in_force up to instant `at`.  A change of
+-- capacity, unit or kind is NOTIFYed on elmo_capacity_changed (at commit);
+-- its `since` is the boundary it happened at when the row's `until` has
+-- passed, else `at` (a forecast that changed it at once).  Tells the worker
+-- when to look again (_elmo_capacity_due).
+CREATE OR REPLACE FUNCTION _elmo_capacity_refresh(group_id text, at timestamptz) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    r       record;
+    old     capacity_in_force;
+    v_until timestamptz;
+    v_since timestamptz := $2;
+    changed boolean := true;
+BEGIN
+    r := _elmo_capacity_resolve($1, $2);
+    v_until := _elmo_capacity_next_change($1, $2, r.capacity, r.unit, r.kind);
+    SELECT * INTO old FROM capacity_in_force c WHERE c.group_id = $1 FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO capacity_in_force (group_id, capacity, unit, kind, since, until)
+        VALUES ($1, r.capacity, r.unit, r.kind, v_since, v_until);
+    ELSIF (old.capacity, old.unit, old.kind) IS DISTINCT FROM (r.capacity, r.unit, r.kind) THEN
+        IF old.until <= $2 THEN             -- a change on schedule: the last boundary passed
+            SELECT greatest(old.until, max(x.x)) INTO v_since
+              FROM _elmo_capacity_boundaries($1, old.until, $2) x(x);
+        END IF;
+        UPDATE capacity_in_force c
+           SET capacity = r.capacity, unit = r.unit, kind = r.kind, since = v_since, until = v_until
+         WHERE c.group_id = $1;
+    ELSE
+        IF old.until IS DISTINCT FROM v_until THEN
+            UPDATE capacity_in_force c SET until = v_until WHERE c.group_id = $1;
+        END IF;
+        changed := false;
+    END IF;
+    IF changed AND (r.capacity IS NOT NULL OR old.group_id IS NOT NULL) THEN
+        PERFORM pg_notify('elmo_capacity_changed',
+                          json_build_object('group_id', $1, 'capacity', r.capacity, 'unit', r.unit,
+                                            'kind', r.kind, 'since', v_since, 'until', v_until)::text);
+    END IF;
+    IF v_until IS NOT NULL THEN
+        PERFORM _elmo_capacity_due(v_until);
+    END IF;
+END
+$fn$;
+
+-- The worker's: refreshes every group whose row's next change has come or
+-- that a forecast received may have changed (scope 'due'), or also every
+-- group with a row or a contract capacity ('known': after elmo_group_settings
+-- changed), or every group with a forecast in force now or later ('all': at
+-- start and after an update, which reads every forecast's span once).  A
+-- group whose refresh fails (a CSMS trigger on capacity_in_force that raises)
+-- is left for the next round, 5 s later, and the others go on.  Returns when
+-- to look again.
+CREATE OR REPLACE FUNCTION _elmo_capacity_upkeep(scope text) RETURNS timestamptz
+    LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    g text;
+    next_at timestamptz;
+    failed boolean := false;
+BEGIN
+    FOR g IN SELECT c.group_id FROM capacity_in_force c WHERE c.until <= now()
+             UNION
+             SELECT d.group_id FROM _elmo_capacity_dirty d
+             UNION
+             SELECT c.group_id FROM capacity_in_force c WHERE $1 IN ('known', 'all')
+             UNION
+             SELECT s.group_id FROM elmo_group_settings s WHERE $1 IN ('known', 'all')
+             UNION
+             SELECT f.group_id FROM capacity_forecast f
+              WHERE $1 = 'all' AND coalesce(f.ends_at, 'infinity'::timestamptz) > now()
+             UNION
+             SELECT m.group_id FROM elmo_received_message m
+              WHERE $1 = 'all' AND m.state IN ('received', 'apply_failed', 'discarded')
+                AND m.message = 'update_group_capacity_forecast'
+             ORDER BY 1
+    LOOP
+        BEGIN
+            PERFORM _elmo_capacity_refresh(g, now());
+            DELETE FROM _elmo_capacity_dirty d WHERE d.group_id = g;
+        EXCEPTION WHEN others THEN
+            failed := true;
+            RAISE WARNING 'elmo_oscp: capacity_in_force of group % could not be updated: %', g, SQLERRM
+                USING DETAIL = 'SQLSTATE ' || SQLSTATE,
+                      HINT = 'A trigger on capacity_in_force raised; it is tried again in 5 s.';
+        END;
+    END LOOP;
+    SELECT min(c.until) INTO next_at FROM capacity_in_force c;
+    IF failed THEN
+        next_at := least(next_at, now() + interval '5 s');
+    END IF;
+    IF next_at IS NOT NULL THEN
+        PERFORM _elmo_capacity_due(next_at);
+    END IF;
+    RETURN next_at;
+END
+$fn$;
+
+-- elmo_group_settings changed (the contract capacity is part of the rule):
+-- the worker refreshes every group right after this transaction commits.
+-- SECURITY DEFINER so any role that may write the settings may ask it; it
+-- only sets a flag in shared memory.
+CREATE OR REPLACE FUNCTION _elmo_group_settings_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $fn$
+BEGIN
+    PERFORM _elmo_capacity_recheck();
+    RETURN NULL;
+END
+$fn$;
+-- Here, after its function, rather than in the schema part: an update script
+-- runs this part after the migration, so the function exists by then.
+CREATE OR REPLACE TRIGGER elmo_group_settings_capacity
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON elmo_group_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION _elmo_group_settings_changed();

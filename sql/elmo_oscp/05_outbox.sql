@@ -235,7 +235,9 @@ END;
 $$;
 
 -- Called after anything changed the registration (ELMO's register, handshake,
--- unregister; elmo_register): release what the new state allows.
+-- unregister; elmo_register; rows restored): release what the new state
+-- allows.  Wakes the worker without _elmo_wake's checks: a restore into a
+-- database the worker does not serve must not fail here.
 CREATE OR REPLACE FUNCTION _elmo_registration_changed() RETURNS void
     LANGUAGE plpgsql
     AS $$
@@ -258,7 +260,7 @@ BEGIN
         n := n + k;
     END IF;
     IF n > 0 THEN
-        PERFORM _elmo_wake();
+        PERFORM _elmo_kick();
     END IF;
 END;
 $$;
@@ -284,15 +286,14 @@ BEGIN
     locked := NOT have_reg OR r.state = 'locked_out';
     connected := have_reg AND r.connected;
 
-    -- Park what may not go now: no retry storm against ELMO's 403.
-    IF locked OR NOT connected THEN
+    -- Park what may not go now: no retry storm against ELMO's 403.  Without
+    -- a registration nothing goes, and nothing is parked: messages that
+    -- arrive before their registration (a restore) go once it is there.
+    IF have_reg AND (locked OR NOT connected) THEN
         UPDATE elmo_outbox o
-           SET state = CASE WHEN NOT have_reg OR (locked AND o.auth <> 'ours') THEN 'held'
-                            ELSE 'waiting_for_handshake' END
+           SET state = CASE WHEN locked AND o.auth <> 'ours' THEN 'held' ELSE 'waiting_for_handshake' END
          WHERE o.state = 'queued' AND o.next_attempt_at <= now()
-           AND (NOT have_reg
-                OR (locked AND o.auth <> 'ours')
-                OR (NOT connected AND _elmo_is_business(o.message)));
+           AND ((locked AND o.auth <> 'ours') OR (NOT connected AND _elmo_is_business(o.message)));
     END IF;
 
     RETURN QUERY
@@ -409,6 +410,12 @@ BEGIN
      WHERE o.id = m.id;
     UPDATE elmo_outbox o SET state = 'held'
      WHERE o.state IN ('queued', 'waiting_for_handshake') AND o.auth <> 'ours';
+    IF r.state IS DISTINCT FROM 'locked_out' THEN       -- one alert per lock-out
+        PERFORM _elmo_alert('locked_out', NULL, r.requested_at::text || ' ' || m.id,
+                            format('ELMO refused our token: %s %s (elmo_outbox %s): %s', m.method, m.message, m.id, $4),
+                            'Messages to ELMO are held. Ask ELMO''s administrator for a new initial token, then run '
+                            || 'SELECT elmo_register(' || quote_literal(r.elmo_url) || ', ''<new initial token>'');');
+    END IF;
     UPDATE elmo_registration g
        SET state = 'locked_out', connected = false, updated_at = now(),
            last_error = 'ELMO refused our ' || m.message || ' (' || $4 || '). ELMO no longer accepts '
@@ -449,9 +456,40 @@ BEGIN
 END;
 $$;
 
+-- A reading ELMO refused never stays the baseline of "never goes down": when
+-- it was the group's last one, the last reading before it that was not
+-- refused takes its place (none: no baseline).
+CREATE OR REPLACE FUNCTION _elmo_usage_refused(group_id text, outbox_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    prior record;
+BEGIN
+    PERFORM 1 FROM elmo_usage_last l WHERE l.group_id = $1 AND l.outbox_id = $2 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;                                 -- a later reading is the baseline
+    END IF;
+    SELECT o.id, (o.body::jsonb #>> '{measurements,0,value}')::numeric AS kwh,
+           (o.body::jsonb #>> '{measurements,0,measure_time}')::timestamptz AS measured_at
+      INTO prior
+      FROM elmo_outbox o
+     WHERE o.group_id = $1 AND o.message = 'update_group_measurements' AND o.id < $2
+       AND o.state <> 'failed'
+     ORDER BY o.id DESC
+     LIMIT 1;
+    IF prior.id IS NULL THEN
+        DELETE FROM elmo_usage_last l WHERE l.group_id = $1;
+    ELSE
+        UPDATE elmo_usage_last l
+           SET kwh = prior.kwh, measured_at = prior.measured_at, outbox_id = prior.id
+         WHERE l.group_id = $1;
+    END IF;
+END;
+$$;
+
 -- Anything else (400, 404, …), or out of attempts: failed, ELMO's message
--- kept.  A failed adjust request is no longer pending; a failed register is
--- the registration's last error.
+-- kept.  A failed adjust request is no longer pending; a refused reading is
+-- no longer the baseline; a failed register is the registration's last error.
 CREATE OR REPLACE FUNCTION _elmo_record_failed(m elmo_outbox, r elmo_registration, http_status int,
                                                error text, response_body text, timing jsonb)
     RETURNS void
@@ -467,6 +505,8 @@ BEGIN
     IF m.message = 'adjust_group_capacity_forecast' THEN
         UPDATE elmo_adjust_request a SET state = 'failed', closed_at = now()
          WHERE a.outbox_id = m.id AND a.state = 'pending';
+    ELSIF m.message = 'update_group_measurements' THEN
+        PERFORM _elmo_usage_refused(m.group_id, m.id);
     ELSIF m.message = 'register' AND m.id = r.register_outbox_id THEN
         UPDATE elmo_registration g
            SET last_error = 'ELMO did not accept our register (' || $4 || ')', updated_at = now()
@@ -520,6 +560,7 @@ BEGIN
     err := CASE WHEN st = 0 THEN coalesce(nullif($3, ''), 'no answer')
                 ELSE 'HTTP ' || st || ': ' || coalesce(elmo_msg, nullif(left(resp, 200), ''),
                                                          nullif($3, ''), 'no body') END;
+    PERFORM _elmo_note_error(format('%s %s (elmo_outbox %s): %s', m.method, m.message, m.id, err));
     IF st = 0 OR st = 429 OR st >= 500 THEN
         IF _elmo_record_retry(m, st, err, resp, $5) THEN
             RETURN;

@@ -373,6 +373,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It becomes measure_time.',
                   HINT = 'Omit it to report the reading as of now().';
     END IF;
+    IF measured_at > now() THEN
+        RAISE EXCEPTION 'reading for group % is stamped in the future: %', g, measured_at
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s now; a reading cannot have been measured later.', now()),
+                  HINT = 'Pass the instant the meter was read (omit measured_at for now()); check the clock of whatever stamped it.';
+    END IF;
     PERFORM _elmo_registration_open();
     SELECT * INTO prior FROM elmo_usage_last l WHERE l.group_id = g FOR UPDATE;
     -- a group's first reading: once, not at every report of a station ELMO has not assigned yet
@@ -499,6 +505,39 @@ $$;
 
 -- ---------------------------------------------------------------- what a DBA reads
 
+-- The worker, ELMO and the queues at a glance.  last_error: the last failure
+-- of any kind (an SQL error the worker caught, ELMO's answer other than 2xx,
+-- no answer at all, a lock-out, a failing usage_source).  Readiness: the
+-- registration state, connected, and elmo_reachable (false after several
+-- failed deliveries in a row: no connection, timeout, 5xx; true again at
+-- ELMO's next answer).  oldest_undelivered_age: of the oldest message to ELMO
+-- not delivered (nor failed) yet.
+CREATE OR REPLACE FUNCTION elmo_status()
+    RETURNS TABLE(worker_pid int, worker_started_at timestamptz, listening boolean, listen_address text,
+                  listen_port int, tls boolean, requests_1xx bigint, requests_2xx bigint, requests_3xx bigint,
+                  requests_4xx bigint, requests_5xx bigint, connections_dropped bigint,
+                  messages_received bigint, messages_sent bigint, send_failures bigint, apply_failures bigint,
+                  last_error text, last_error_at timestamptz,
+                  registration_state text, connected boolean,
+                  outbox_queued bigint, outbox_sending bigint, outbox_waiting_for_handshake bigint,
+                  outbox_held bigint, outbox_failed bigint, received_unapplied bigint,
+                  elmo_reachable boolean, elmo_unreachable_since timestamptz, oldest_undelivered_age interval)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, pg_temp
+    AS $$
+    SELECT w.*,
+           coalesce((SELECT g.state FROM elmo_registration g WHERE g.id = 1), 'not_registered'),
+           coalesce((SELECT g.connected FROM elmo_registration g WHERE g.id = 1), false),
+           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'queued'),
+           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'sending'),
+           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'waiting_for_handshake'),
+           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'held'),
+           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'failed'),
+           (SELECT count(*) FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed')),
+           r.elmo_reachable, r.unreachable_since,
+           (SELECT now() - min(o.created_at) FROM elmo_outbox o WHERE o.state NOT IN ('delivered', 'failed'))
+      FROM _elmo_worker_info() w, _elmo_worker_state() r
+    $$;
+
 CREATE OR REPLACE VIEW elmo_registration_status AS
 SELECT coalesce(r.state, 'not_registered') AS state,
        coalesce(r.connected, false) AS connected,
@@ -541,11 +580,18 @@ SELECT coalesce(r.state, 'not_registered') AS state,
          WHEN NOT r.connected THEN
            'Registered; waiting for ELMO''s handshake and for our handshake_acknowledge to be accepted. '
            || 'Business messages wait until then.'
+         WHEN NOT st.elmo_reachable THEN
+           'Connected, but ELMO has not been reachable since ' || st.elmo_unreachable_since
+           || ': our deliveries fail (see last_error in elmo_status()). Messages stay queued and are '
+           || 'retried; check that ' || coalesce(r.elmo_base_url, r.elmo_url)
+           || ' is reachable from the database server.'
          ELSE 'Connected: messages flow both ways.'
        END AS hint
   FROM (VALUES (1)) v(id)
   LEFT JOIN elmo_registration r ON r.id = v.id
-  LEFT JOIN elmo_outbox o ON o.id = r.register_outbox_id;
+  LEFT JOIN elmo_outbox o ON o.id = r.register_outbox_id
+  LEFT JOIN LATERAL (SELECT s.elmo_reachable, s.elmo_unreachable_since FROM elmo_status() s
+                      WHERE r.state = 'registered' AND r.connected) st ON true;
 
 -- The outbox without bodies (tokens never appear in it).
 CREATE OR REPLACE VIEW elmo_outbox_status AS
@@ -555,29 +601,6 @@ SELECT id, message, method, group_id, state, attempts, last_status, last_error, 
 
 CREATE OR REPLACE VIEW elmo_usage_skipped AS
 SELECT group_id, kwh, last_kwh, reason, skipped_at FROM _elmo_usage_skip;
-
-CREATE OR REPLACE FUNCTION elmo_status()
-    RETURNS TABLE(worker_pid int, worker_started_at timestamptz, listening boolean, listen_address text,
-                  listen_port int, tls boolean, requests_1xx bigint, requests_2xx bigint, requests_3xx bigint,
-                  requests_4xx bigint, requests_5xx bigint, connections_dropped bigint,
-                  messages_received bigint, messages_sent bigint, send_failures bigint, apply_failures bigint,
-                  last_error text, last_error_at timestamptz,
-                  registration_state text, connected boolean,
-                  outbox_queued bigint, outbox_sending bigint, outbox_waiting_for_handshake bigint,
-                  outbox_held bigint, outbox_failed bigint, received_unapplied bigint)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, pg_temp
-    AS $$
-    SELECT w.*,
-           coalesce((SELECT g.state FROM elmo_registration g WHERE g.id = 1), 'not_registered'),
-           coalesce((SELECT g.connected FROM elmo_registration g WHERE g.id = 1), false),
-           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'queued'),
-           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'sending'),
-           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'waiting_for_handshake'),
-           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'held'),
-           (SELECT count(*) FROM elmo_outbox o WHERE o.state = 'failed'),
-           (SELECT count(*) FROM elmo_received_message m WHERE m.state IN ('received', 'apply_failed'))
-      FROM _elmo_worker_info() w
-    $$;
 
 -- Wait for one message's outcome (src/outbox_wait.c): 'delivered'; raises
 -- SQLSTATE OS001 with ELMO's answer when it failed; on timeout the current

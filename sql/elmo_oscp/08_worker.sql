@@ -26,5 +26,9 @@ CREATE OR REPLACE FUNCTION _elmo_outbox_outcome(id bigint, OUT state text, OUT l
     AS $$ SELECT o.state, o.last_status, o.last_error, o.xmin FROM elmo_outbox o
            WHERE o.id = _elmo_outbox_outcome.id $$;
 
-REVOKE ALL ON FUNCTION _elmo_listener_tokens(), _elmo_requeue(bigint), _elmo_outbox_outcome(bigint)
-  FROM PUBLIC;
+-- Whether ELMO may be calling us: a registration it was, or is being, told
+-- of, and not given up.  (The worker restarts to change its role only when
+-- ELMO cannot be calling: src/worker.c.)
+CREATE OR REPLACE FUNCTION _elmo_registration_live() RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$ SELECT EXISTS (SELECT FROM elmo_registration r WHERE r.state <> 'unregistered') $$;

@@ -12,7 +12,7 @@ chmod 644 "$W"/*.pem
   deadline=$((SECONDS + 20))
   until curl -s -o /dev/null --cacert "$W/cert.pem" "https://127.0.0.1:$port/oscp/fp/2.0/health" || [ $SECONDS -ge $deadline ]; do sleep 0.1; done
   is "$(http_status --cacert "$W/cert.pem" "https://127.0.0.1:$port/oscp/fp/2.0/health")" 200 "GET /health over HTTPS, certificate verified"
-  curl -s --cacert "$W/cert.pem" "https://127.0.0.1:$port/oscp/fp/2.0/health" | grep -q '"version"'; ok $? "the health document comes over TLS"
+  curl -s --cacert "$W/cert.pem" "https://127.0.0.1:$port/oscp/fp/2.0/health" | grep -q '"status":"ok"'; ok $? "the health document comes over TLS"
   is "$(http_status "http://127.0.0.1:$port/oscp/fp/2.0/health")" 000 "plain HTTP is not served on the TLS port"
   cluster_stop fast
 )

@@ -45,8 +45,9 @@ done
 old=$(worker_pid)
 curl -s --parallel --parallel-immediate --parallel-max $N -m 30 -K "$W/curl.cfg" > "$W/out.txt" &
 curl_pid=$!
-# a batch is in hand once the worker applies
-wait_sql "EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker' AND query = 'elmo_oscp: applying')" 20
+# a batch of these requests is in hand once the worker sleeps in their
+# trigger (its query column alone would not do: it keeps the last activity)
+wait_sql "EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker' AND wait_event = 'PgSleep')" 20
 ok $? "the worker is applying a batch (each apply sleeps 0.2 s)"
 is "$(sql "SELECT pg_terminate_backend($old)")" t "SIGTERM to the worker (pg_terminate_backend)"
 wait "$curl_pid"

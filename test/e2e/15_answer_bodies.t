@@ -61,7 +61,7 @@ cmp -s "$W/got_all" "$W/expected_all"
 ok $? "$N malformed forecasts sent at once: every answer is its own, byte for byte"
 is "$(sql "SELECT count(*) FROM elmo_received_message WHERE request_id LIKE 'BODIES-%'")" 0 "none of them stored"
 
-# /health under load: every body whole, with the registration from SQL
+# /health under load: every body whole (liveness only: nothing about the registration)
 : > "$W/health.cfg"
 for i in $(seq 1 50); do
   [ "$i" -gt 1 ] && echo next >> "$W/health.cfg"
@@ -70,8 +70,8 @@ done
 curl -s --parallel --parallel-immediate --parallel-max 50 -K "$W/health.cfg"
 good=0
 for i in $(seq 1 50); do
-  jq -e '.status == "ok" and .extension_installed == true and (.registration | type) == "object"' \
+  jq -e '. == {"status": "ok"}' \
      "$W/health$i" >/dev/null 2>&1 && good=$((good + 1))
 done
-is "$good" 50 "50 /health requests at once: every body is whole JSON with the registration"
+is "$good" 50 "50 /health requests at once: every body is whole, {\"status\":\"ok\"}"
 is "$(http_status "$FP/health")" 200 "the worker still serves"

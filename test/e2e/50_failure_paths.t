@@ -159,7 +159,9 @@ sql "CREATE TABLE public.e2e50_meter (group_id text PRIMARY KEY, base numeric NO
                                       t0 timestamptz NOT NULL DEFAULT now())" >/dev/null
 sql "INSERT INTO public.e2e50_meter (group_id, base, per_second) VALUES ('$G1', 10000, 1), ('$G2', 500, 0)" >/dev/null
 sql "CREATE VIEW public.e2e50_usage AS
-       SELECT group_id, round(base + per_second * extract(epoch FROM now() - t0), 3) AS kwh FROM public.e2e50_meter" >/dev/null
+       SELECT group_id, round(base + per_second * extract(epoch FROM now() - t0), 3) AS kwh FROM public.e2e50_meter;
+     ALTER TABLE public.e2e50_meter OWNER TO elmo_oscp_csms;    -- read as its owner, never as a superuser
+     ALTER VIEW public.e2e50_usage OWNER TO elmo_oscp_csms" >/dev/null
 simctl DELETE /sim/messages
 psql -Xq -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET elmo_oscp.usage_source = 'public.e2e50_usage'" \
      -c "ALTER SYSTEM SET elmo_oscp.report_interval = '2s'" -c "SELECT pg_reload_conf()" >/dev/null

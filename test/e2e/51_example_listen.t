@@ -1,8 +1,9 @@
 # The example CSMS's LISTEN client (examples/listen.sh) prints each forecast ELMO sends,
 # the per-charger limits the example's trigger computed (and their OCPP SetChargingProfile),
-# and the limits in force when an emergency's window begins and ends.
+# and the limits in force when an emergency's window begins and ends (on the extension's
+# elmo_capacity_changed, not by polling).
 . "$(dirname "$0")/tap.sh"
-plan 12
+plan 13
 export PGOPTIONS='-c client_min_messages=warning'
 FP=http://127.0.0.1:$ELMO_HTTP_PORT/oscp/fp/2.0
 OUT=$(mktemp /tmp/e2e51_listen.XXXXXX)
@@ -53,13 +54,17 @@ wait_out 'EX-L1-A +\(max 11 kW\) +00:00-24:00 11\.0 kW/15\.9 A' && wait_out 'EX-
 ok $? "the per-charger limits: 11 kW (its max) and the remaining 29 kW"
 wait_out 'SetChargingProfile -> EX-L1-B: \{'
 prof=$(grep -m1 -o 'SetChargingProfile -> EX-L1-B: .*' "$OUT" | sed 's/^SetChargingProfile -> EX-L1-B: //')
-is "$(jq -c '.csChargingProfiles | [.chargingProfilePurpose, .chargingSchedule.chargingRateUnit, .chargingSchedule.chargingSchedulePeriod]' <<<"$prof" 2>&1)" \
+# numbers compared by value: jq 1.7 keeps their spelling (29000.0), 1.6 does not
+is "$(jq -c '.csChargingProfiles | [.chargingProfilePurpose, .chargingSchedule.chargingRateUnit, .chargingSchedule.chargingSchedulePeriod]
+             | walk(if type == "number" then . + 0 else . end)' <<<"$prof" 2>&1)" \
    '["ChargePointMaxProfile","W",[{"limit":29000,"startPeriod":0}]]' "and the OCPP SetChargingProfile it would send"
 
 is "$(post "test.emergency_body('EX-L1', now() + interval '1 s', now() + interval '3 s', 10)" E2E51-EM-1)" 204 \
    "an emergency: 10 kW, starting in a second, for two seconds"
+wait_out 'capacity in force for group EX-L1: 10 KW \(emergency\)' 15
+ok $? "when its window begins, elmo_capacity_changed: 10 KW (emergency)"
 wait_out 'EX-L1-B +5\.0 kW +[0-9.]+ A +\(emergency\)' 15
-ok $? "when its window begins, the limits in force are printed: 5 kW each"
+ok $? "and the limits in force are printed: 5 kW each"
 deadline=$((SECONDS + 15))
 until [ "$(awk '/EX-L1-B .*\(emergency\)/ { e = 1 } e && /EX-L1-B .*\(no ELMO limit\)/ { print "yes"; exit }' "$OUT")" = yes ]; do
   [ $SECONDS -ge $deadline ] && break

@@ -5,7 +5,7 @@
 # fresh install of the current version creates; then the worker serves again.
 # Its own cluster (elmo_oscp.database is the upgraded database) and simulator.
 . "$(dirname "$0")/tap.sh"
-plan 20
+plan 23
 # usage reports for stations ELMO never assigned capacity to warn, and so does the
 # fresh install in a database the worker does not serve
 export PGOPTIONS='-c client_min_messages=error'
@@ -37,7 +37,10 @@ STATE_SQL="
   SELECT 'registration ' || md5(string_agg(to_jsonb(r)::text, ',')) FROM elmo_registration r
   UNION ALL SELECT 'forecasts ' || count(*) || ' ' || md5(string_agg(to_jsonb(f)::text, ',' ORDER BY id)) FROM capacity_forecast f
   UNION ALL SELECT 'blocks ' || count(*) || ' ' || md5(string_agg(to_jsonb(b)::text, ',' ORDER BY forecast_id, block_no)) FROM capacity_forecast_block b
-  UNION ALL SELECT 'received ' || count(*) || ' ' || md5(string_agg(to_jsonb(m)::text, ',' ORDER BY id)) FROM elmo_received_message m
+  UNION ALL SELECT 'received ' || count(*) || ' ' || md5(string_agg((to_jsonb(m) - 'raw_body' - 'body')::text, ',' ORDER BY id))
+              FROM elmo_received_message m
+  UNION ALL SELECT 'bodies ' || md5(string_agg(m.raw_body || m.body::text, ',' ORDER BY id))
+              FROM elmo_received_message m WHERE m.message <> 'register'
   UNION ALL SELECT 'outbox ' || count(*) || ' ' || md5(string_agg(concat_ws(' ', id, message, request_id, body), ',' ORDER BY id)) FROM elmo_outbox
   UNION ALL SELECT 'usage ' || md5(string_agg(to_jsonb(u)::text, ',' ORDER BY group_id)) FROM elmo_usage_last u
   UNION ALL SELECT 'settings ' || md5(string_agg(to_jsonb(s)::text, ',' ORDER BY group_id)) FROM elmo_group_settings s
@@ -99,12 +102,19 @@ CSMS_SQL="
   ok $? "a second usage report is refused by ELMO (503) and waits for a retry"
 
   # ---- the update, while the worker runs
+  TOKEN_AT_REST_SQL="SELECT count(*) FILTER (WHERE m.raw_body LIKE '%' || r.elmo_token || '%' OR m.body::text LIKE '%' || r.elmo_token || '%')
+                             || ' of ' || count(*) FROM elmo_received_message m, elmo_registration r WHERE m.message = 'register'"
+  is "$(sql "$TOKEN_AT_REST_SQL")" "1 of 1" "$OLD keeps ELMO's token in the register it sent"
   before=$(sql "$STATE_SQL")
   psql -XAtq -v ON_ERROR_STOP=1 -c "ALTER EXTENSION elmo_oscp UPDATE" 2>"$W/update.err"
   ok $? "ALTER EXTENSION elmo_oscp UPDATE"; [ -s "$W/update.err" ] && diag "$(cat "$W/update.err")"
   is "$(sql "SELECT extversion FROM pg_extension WHERE extname = 'elmo_oscp'")" "$NEW" "the extension is at $NEW"
   after=$(sql "$STATE_SQL")
   is "$after" "$before" "registration, tokens, forecasts, messages, usage baseline, group settings and the CSMS's rows kept"
+  is "$(sql "$TOKEN_AT_REST_SQL")" "0 of 1" \
+     "ELMO's token is out of the register it sent, which 0.1.0 kept as sent"
+  is "$(sql "SELECT count(*) FROM _elmo_saved_trigger WHERE trigger_name = 'csms_forecast'")" 1 \
+     "the CSMS's trigger is saved for a restore"
   is "$(sql "SELECT count(*) FROM pg_trigger WHERE tgname = 'csms_forecast' AND tgrelid = 'capacity_forecast'::regclass")" 1 \
      "the CSMS's trigger on capacity_forecast is still there"
 

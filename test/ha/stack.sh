@@ -9,8 +9,11 @@ HA_PIDS=()
 
 # spawn_as_pg PROGRAM ARGS... & — the program as the postgres OS user, in the
 # background job's own process (exec all the way down), so $! is its pid and a
-# signal reaches it directly.
+# signal reaches it directly.  It starts in $HA_WORK: Patroni's child processes
+# change into their parent's directory, which postgres may not enter (a
+# checkout under a private temporary directory).
 spawn_as_pg() {
+  cd "$HA_WORK" || exit 1
   if [ "$(id -u)" -eq 0 ]; then
     exec setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$HA_WORK" "$@"
   else

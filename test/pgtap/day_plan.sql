@@ -15,8 +15,9 @@ SET TimeZone = 'Pacific/Kiritimati';
 SELECT is(elmo_tomorrow(), (now() AT TIME ZONE current_setting('elmo_oscp.timezone'))::date + 1,
           'the same 25 hours further east');
 RESET TimeZone;
-SELECT ok(has_function_privilege('public', 'elmo_tomorrow()', 'EXECUTE')
-          AND has_function_privilege('public', 'elmo_day_plan(text, date)', 'EXECUTE'), 'both, and elmo_day_plan, for PUBLIC');
+SELECT ok(has_function_privilege('elmo_oscp_reader', 'elmo_tomorrow()', 'EXECUTE')
+          AND has_function_privilege('elmo_oscp_reader', 'elmo_day_plan(text, date)', 'EXECUTE'),
+          'both, and elmo_day_plan, for elmo_oscp_reader');
 
 -- ---------------------------------------------------------------- a day of ELMO's, over HTTP
 CREATE FUNCTION pg_temp.at(hhmm text) RETURNS timestamptz
@@ -66,12 +67,9 @@ SELECT results_eq($$SELECT start_time, end_time, capacity, kind FROM elmo_capaci
                            (pg_temp.at('16:15'), pg_temp.at('24:00'), 40, 'emergency')$$,
                   'elmo_capacity_schedule(group_id) is tomorrow''s too');
 
--- a role that is no superuser: what the plan reads is readable by PUBLIC
+-- a role that is no superuser: what the plan reads is the reader's
 BEGIN;
-CREATE ROLE pgtap_plan_reader;
-SELECT format('GRANT USAGE ON SCHEMA %I TO pgtap_plan_reader', n.nspname) AS grant_usage
-  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'elmo_oscp' \gset
-:grant_usage;
+CREATE ROLE pgtap_plan_reader IN ROLE elmo_oscp_reader;
 SET LOCAL ROLE pgtap_plan_reader;
 SELECT is((SELECT count(*) FROM elmo_day_plan('PLAN-G1') WHERE asked = 250), 24::bigint,
           'a role that is no superuser reads the plan, what was asked included');

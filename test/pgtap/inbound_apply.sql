@@ -1,6 +1,6 @@
 -- Inbound application (_elmo_apply and its machinery): registration state,
 -- handshake acknowledge, forecasts and their blocks, CSMS triggers, failures,
--- retries, elmo_replay / elmo_discard, retention, health.
+-- retries, elmo_replay / elmo_discard, retention.
 \ir ../helpers.sql
 BEGIN;
 \ir ../inbound_fixtures.sql
@@ -15,7 +15,7 @@ CREATE FUNCTION pg_temp.keep_row(k text, m elmo_received_message) RETURNS bigint
 CREATE FUNCTION pg_temp.id(k text) RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT id FROM kept WHERE kept.k = $1 $$;
 CREATE FUNCTION pg_temp.msg(k text) RETURNS elmo_received_message LANGUAGE sql STABLE AS $$ SELECT m FROM kept WHERE kept.k = $1 $$;
 
-SELECT plan(49);
+SELECT plan(47);
 
 -- one registration, as elmo_register leaves it
 DELETE FROM elmo_registration;
@@ -26,6 +26,8 @@ VALUES ('http://127.0.0.1:3000/oscp/2.0', 'https://csms.example/oscp/fp/2.0', 'P
 -- ---------------------------------------------------------------- a forecast and the CSMS's triggers
 
 CREATE TEMP TABLE seen (via text, forecast_id bigint, blocks bigint);
+-- elmo_replay applies with the worker's role's rights: its triggers write here
+GRANT ALL ON seen TO elmo_oscp_worker;
 CREATE FUNCTION pg_temp.count_blocks() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO seen SELECT TG_NAME, NEW.id, count(*) FROM capacity_forecast_block b WHERE b.forecast_id = NEW.id;
@@ -86,6 +88,7 @@ SELECT results_eq(
 
 CREATE TEMP TABLE broken (yes boolean);
 INSERT INTO broken VALUES (true);
+GRANT SELECT ON broken TO elmo_oscp_worker;
 CREATE FUNCTION pg_temp.maybe_raise() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF (SELECT yes FROM broken) THEN RAISE EXCEPTION 'pgtap: CSMS trigger broke' USING ERRCODE = 'check_violation'; END IF;
@@ -217,8 +220,6 @@ SELECT _elmo_apply((pg_temp.msg('d')).id);
 SELECT results_eq($$SELECT state, connected FROM elmo_registration$$, $$VALUES ('unregistered', false)$$,
                   'DELETE register: unregistered, not connected');
 
-SELECT ok(_elmo_health() ?& ARRAY['state', 'connected', 'unapplied', 'apply_failed'], '_elmo_health has the summary');
-SELECT ok(strpos(_elmo_health()::text, 'PGTAP-') = 0, '... and no token');
 
 DELETE FROM elmo_registration;
 SELECT pg_temp.keep_row('r4', pg_temp.stored('register', pg_temp.body('register')));

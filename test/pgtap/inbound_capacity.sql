@@ -49,9 +49,9 @@ SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(2, '09:00')), 100::num
 
 SELECT results_eq(
     $$SELECT * FROM elmo_capacity_schedule('pgtap-inbound-g1', _elmo_local_day(now()) + 1)$$,
-    $$VALUES (pg_temp.at(1, '00:00'), pg_temp.at(1, '10:20'), 80::numeric, 'KW', 'additional_reply', pg_temp.fc('reply')),
-             (pg_temp.at(1, '10:20'), pg_temp.at(1, '11:05'), 77, 'KW', 'emergency', pg_temp.fc('emergency')),
-             (pg_temp.at(1, '11:05'), pg_temp.at(2, '00:00'), 80, 'KW', 'additional_reply', pg_temp.fc('reply'))$$,
+    $$VALUES (pg_temp.at(1, '00:00'), pg_temp.at(1, '10:20'), 80::numeric, 'KW', 'additional_reply', pg_temp.fc('reply'), true),
+             (pg_temp.at(1, '10:20'), pg_temp.at(1, '11:05'), 77, 'KW', 'emergency', pg_temp.fc('emergency'), true),
+             (pg_temp.at(1, '11:05'), pg_temp.at(2, '00:00'), 80, 'KW', 'additional_reply', pg_temp.fc('reply'), true)$$,
     'the schedule of tomorrow: contiguous segments, equal neighbours merged');
 SELECT is_empty($$SELECT * FROM elmo_capacity_schedule('pgtap-inbound-g1', _elmo_local_day(now()) - 10)$$,
                 'a day with nothing known has no segments');
@@ -63,9 +63,9 @@ SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(1, '10:30')), 77::nume
 SELECT is(elmo_capacity_at('pgtap-inbound-g1', pg_temp.at(-10, '09:00')), 78::numeric, '... and it applies when nothing else is known');
 SELECT results_eq(
     $$SELECT * FROM elmo_capacity_schedule('pgtap-inbound-g1', _elmo_local_day(now()) + 1)$$,
-    $$VALUES (pg_temp.at(1, '00:00'), pg_temp.at(1, '10:20'), 78::numeric, 'KW', 'contract', NULL::bigint),
-             (pg_temp.at(1, '10:20'), pg_temp.at(1, '11:05'), 77, 'KW', 'emergency', pg_temp.fc('emergency')),
-             (pg_temp.at(1, '11:05'), pg_temp.at(2, '00:00'), 78, 'KW', 'contract', NULL)$$,
+    $$VALUES (pg_temp.at(1, '00:00'), pg_temp.at(1, '10:20'), 78::numeric, 'KW', 'contract', NULL::bigint, true),
+             (pg_temp.at(1, '10:20'), pg_temp.at(1, '11:05'), 77, 'KW', 'emergency', pg_temp.fc('emergency'), true),
+             (pg_temp.at(1, '11:05'), pg_temp.at(2, '00:00'), 78, 'KW', 'contract', NULL, true)$$,
     'the schedule with a contract capacity');
 
 -- now: an emergency running at this moment, a contract-only group
@@ -82,8 +82,10 @@ SELECT results_eq(
              ('pgtap-inbound-g4', 10, 'contract', NULL, NULL)$$,
     'elmo_capacity_now: every group with forecasts or settings, what is in force and until when it changes');
 
-SELECT ok(has_function_privilege('public', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE')
-          AND has_table_privilege('public', 'elmo_capacity_now', 'SELECT'), 'capacity functions and view are PUBLIC');
+SELECT ok(has_function_privilege('elmo_oscp_reader', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE')
+          AND has_table_privilege('elmo_oscp_reader', 'elmo_capacity_now', 'SELECT')
+          AND NOT has_function_privilege('public', 'elmo_capacity_at(text, timestamptz)', 'EXECUTE'),
+          'capacity functions and view are elmo_oscp_reader''s (not PUBLIC''s)');
 SELECT ok(NOT has_function_privilege('public', 'elmo_replay(bigint)', 'EXECUTE')
           AND NOT has_function_privilege('public', 'elmo_discard(bigint, text)', 'EXECUTE'), 'replay and discard are not');
 

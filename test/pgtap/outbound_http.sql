@@ -130,6 +130,7 @@ SELECT is(state, 'registered', 'registered again') FROM elmo_registration;
 -- ---------------------------------------------------------------- automatic usage reports
 CREATE TABLE test.pgtap_meters (group_id text, kwh numeric);
 INSERT INTO test.pgtap_meters VALUES ('B6734_AE0100_00848825118', 5000), ('B6734_AE0100_00848821001', NULL);
+ALTER TABLE test.pgtap_meters OWNER TO elmo_oscp_worker;    -- read as its owner, never as a superuser
 ALTER SYSTEM SET elmo_oscp.usage_source = 'test.pgtap_meters';
 ALTER SYSTEM SET elmo_oscp.report_interval = 1;
 SELECT pg_reload_conf();

@@ -4,7 +4,7 @@
 \ir ../helpers.sql
 SELECT test.reset();
 BEGIN;
-SELECT plan(106);
+SELECT plan(110);
 SET LOCAL elmo_oscp.enforce_deadlines = on;
 SET LOCAL client_min_messages = error;   -- the warnings are the point of some calls
 
@@ -122,9 +122,15 @@ SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', -1)$$, '22023', NULL
 SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 'NaN')$$, '22023', NULL, 'NaN refused');
 SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', NULL)$$, '22023', NULL, 'NULL refused');
 SELECT throws_ok($$SELECT elmo_report_usage('', 1)$$, '22023', NULL, 'empty group_id refused');
+SELECT is((SELECT count(*)::int FROM elmo_usage_last WHERE group_id = 'pgtap-out-g1'), 0,
+          'the group''s readings were refused or never delivered: none is the baseline');
+SELECT lives_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1200)$$, 'so a reading below the refused 1300 is taken');
 SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1000)$$, '22023', NULL, 'a decrease is an error');
 SELECT lives_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1000, allow_decrease => true)$$, 'unless allowed (meter replaced)');
 SELECT is((SELECT kwh FROM elmo_usage_last WHERE group_id = 'pgtap-out-g1'), 1000::numeric, 'the last reading is tracked');
+SELECT throws_ok($$SELECT elmo_report_usage('pgtap-out-g1', 1001, now() + interval '1 minute')$$, '22023',
+                 NULL, 'a reading stamped in the future is refused at the call');
+SELECT is((SELECT kwh FROM elmo_usage_last WHERE group_id = 'pgtap-out-g1'), 1000::numeric, '... and is no baseline');
 SELECT is((SELECT count(*) FROM (SELECT elmo_report_usage('pgtap-out-set-' || g, g) FROM generate_series(1, 5) g) s), 5::bigint,
           'set-returning style: one message per call');
 
@@ -243,7 +249,9 @@ SELECT is((SELECT outbox_held + outbox_queued + outbox_waiting_for_handshake + o
           'elmo_status counts the outbox');
 CREATE TEMP TABLE pgtap_meters (group_id text, kwh numeric);
 INSERT INTO pgtap_meters VALUES ('pgtap-out-g1', 2000), ('pgtap-out-m2', NULL), ('pgtap-out-m3', -1);
-SELECT lives_ok($$SELECT _elmo_report_usage_auto('pg_temp.pgtap_meters')$$, 'an automatic usage report');
+SELECT lives_ok($$SELECT _elmo_usage_queue(array_agg(group_id), array_agg(kwh), array_agg(NULL::timestamptz))
+                     FROM pgtap_meters$$,
+                'an automatic usage report (the readings as the worker reads them from elmo_oscp.usage_source)');
 SELECT is((SELECT count(*) FROM elmo_outbox WHERE message = 'update_group_measurements' AND group_id = 'pgtap-out-g1'
               AND body LIKE '%"value":2000,%'), 1::bigint, 'the automatic report sent the good reading');
 SELECT is((SELECT array_agg(group_id ORDER BY group_id) FROM elmo_usage_skipped), ARRAY['pgtap-out-m2', 'pgtap-out-m3'],

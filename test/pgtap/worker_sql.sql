@@ -21,10 +21,12 @@ SELECT results_eq($$SELECT current_token, previous_token FROM _elmo_listener_tok
 -- requeue: only a message still 'sending', a minute later
 CREATE TEMP TABLE m AS
 WITH q AS (INSERT INTO elmo_outbox (message, body, state, next_attempt_at)
-           VALUES ('pgtap-requeue', '{}', 'sending', now() - interval '1 hour'),
+           VALUES ('pgtap-requeue', '{}', 'queued', now() - interval '1 hour'),
                   ('pgtap-requeue', '{}', 'delivered', now() - interval '1 hour')
            RETURNING id, state)
-SELECT id, state AS was FROM q;
+SELECT id, CASE state WHEN 'queued' THEN 'sending' ELSE state END AS was FROM q;
+-- claimed (a message inserted as sending would be queued again at once)
+UPDATE elmo_outbox o SET state = 'sending' FROM m WHERE o.id = m.id AND m.was = 'sending';
 SELECT _elmo_requeue(id) FROM m;
 SELECT results_eq($$SELECT was, o.state, o.next_attempt_at = now() + interval '1 min'
                       FROM m JOIN elmo_outbox o USING (id) ORDER BY id$$,
