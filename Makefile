@@ -13,6 +13,7 @@
 #   make fuzz       a fuzzing campaign against the listener (FUZZ_SEED, FUZZ_CASES)
 #   make deb        the Debian package for this system's PostgreSQL, into dist/
 #   make test-majors  the suite and the packages on PostgreSQL 17 and 18 (chroots; root)
+#   make check-valgrind  the suites with every server process under memcheck
 
 EXTENSION  = elmo_oscp
 # The version lives in elmo_oscp.control only; C, SQL and META.json get it from here.
@@ -122,4 +123,7 @@ deb:
 test-majors:
 	bash test/majors.sh
 
-.PHONY: sim test test-ha demo bench fuzz clean-sim clean-fuzz check-layers deb test-majors
+check-valgrind:
+	bash test/valgrind/run.sh
+
+.PHONY: sim test test-ha demo bench fuzz check-valgrind clean-sim clean-fuzz check-layers deb test-majors

@@ -26,6 +26,8 @@ for opt in "$@"; do
     --ha)    PACKAGES+=(patroni python3-etcd etcd-server etcd-client haproxy gettext-base) ;;
     --deb)   PACKAGES+=(build-essential dpkg-dev debhelper postgresql-server-dev-all) ;;
     --majors) PACKAGES+=(debootstrap) ;;
+    # make check-valgrind builds PostgreSQL from source (test/valgrind/build-pg.sh)
+    --valgrind) PACKAGES+=(valgrind bzip2 liblz4-dev zlib1g-dev) ;;
     *) echo "deps.sh: unknown option $opt" >&2; exit 2 ;;
   esac
 done
