@@ -230,14 +230,16 @@ conns_opened(int fd, const struct sockaddr *sa, socklen_t len)
 	per = find_address(&a);
 	if (per == NULL)
 	{
+		/* the key is set before the tree places it */
 		per = calloc(1, sizeof(PerAddress));
+		if (per != NULL)
+			per->addr = a;
 		if (per == NULL || tsearch(per, &by_address, compare_address) == NULL)
 		{
 			free(per);
 			free(c);
 			return NULL;
 		}
-		per->addr = a;
 	}
 	per->count++;
 	open_count++;

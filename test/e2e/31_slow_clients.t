@@ -2,8 +2,9 @@
 # max_connections_per_client 3): a request trickled over more than its
 # deadline is closed, headers or body; a kept-alive connection idle for
 # longer than that deadline still serves its next request; a fourth
-# connection from one address is refused at once; clients that hang up in
-# the middle of their headers free their places at once.
+# connection from one address is refused at once, among open connections
+# from many other addresses too; clients that hang up in the middle of their
+# headers free their places at once.
 #
 # Then slow and idle clients from other addresses must not starve ELMO.  1,000
 # attacking connections from 127.0.0.2-11 (headers or body a byte every half
@@ -13,7 +14,7 @@
 # any client admitted, under 100 ms with elmo_oscp.allowed_clients admitting
 # only 127.0.0.1 (the others refused when they connect).
 . "$(dirname "$0")/tap.sh"
-plan 19
+plan 20
 export PGOPTIONS='-c client_min_messages=error'
 W=$(mktemp -d)
 cleanup() {
@@ -39,7 +40,8 @@ sql "SELECT test.emergency_body('SLOW-G1', now() + interval '20 min', now() + in
 probe() {
   perl -MIO::Socket::INET -MTime::HiRes=time,sleep -e '
     my ($mode, $port, $from, $token, $body) = @ARGV;
-    sub conn { IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, LocalAddr => $from, Proto => "tcp") or die "connect: $!" }
+    sub conn { IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, LocalAddr => $_[0] // $from, Proto => "tcp") or die "connect: $!" }
+    sub closed { my $n = 0; for my $s (@_) { my $r = ""; vec($r, fileno $s, 1) = 1; $n++ if select($r, undef, undef, 0) && !sysread($s, my $x, 1) } $n }
     sub forecast { my ($rid) = @_; "POST /oscp/fp/2.0/update_group_capacity_forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Token $token\r\nX-Request-ID: $rid\r\nContent-Length: " . length($body) . "\r\n\r\n$body" }
     sub status { my ($s) = @_; my $buf = ""; while ($buf !~ /\r\n\r\n/) { my $n = sysread($s, $buf, 4096, length $buf); return 0 unless $n } $buf =~ m{^HTTP/1\.\d (\d+)} ? $1 : -1 }
     # trickle: whole head, then a byte every 100 ms until the server closes; prints the seconds it took
@@ -70,6 +72,13 @@ probe() {
       my @s = map { conn() } 1 .. 4; sleep 0.5; my $closed = 0;
       for my $s (@s) { my $r = ""; vec($r, fileno $s, 1) = 1; $closed++ if select($r, undef, undef, 0) && !sysread($s, my $x, 1) }
       print "$closed\n";
+    }
+    # limit-among: one idle connection from each of 40 addresses (127.0.0.20-59), then four from
+    # each of five more (127.0.0.60-64): how many of those twenty, and of the forty, the server closed
+    if ($mode eq "limit-among") {
+      my @others = map { conn("127.0.0.$_") } 20 .. 59; sleep 0.2;
+      my @s = map { my $a = $_; map { conn("127.0.0.$a") } 1 .. 4 } 60 .. 64; sleep 0.5;
+      print closed(@s), " ", closed(@others), "\n";
     }' "$1" "$ELMO_HTTP_PORT" "${2:-127.0.0.5}" "$token" "$(cat "$W/body.json")"
 }
 
@@ -78,6 +87,7 @@ psql -Xq -c "ALTER SYSTEM SET elmo_oscp.max_connections_per_client = 3" -c "SELE
 deadline=$((SECONDS + 15))
 until [ "$(probe limit 127.0.0.6)" = 1 ] || [ $SECONDS -ge $deadline ]; do :; done
 is "$(probe limit 127.0.0.5)" 1 "max_connections_per_client 3: the fourth connection from one address is closed at once"
+is "$(probe limit-among)" "5 0" "the same for each of five addresses among connections from forty others, which are kept"
 is "$(probe hangup 127.0.0.7)" 0 "clients that hung up mid-headers free their places at once"
 psql -Xq -c "ALTER SYSTEM SET elmo_oscp.request_receive_timeout = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
 deadline=$((SECONDS + 30))
