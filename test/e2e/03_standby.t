@@ -9,7 +9,7 @@ W=$(mktemp -d /tmp/elmo_sb.XXXXXX); chmod 755 "$W"; [ "$(id -u)" -eq 0 ] && chow
   sql "CREATE EXTENSION elmo_oscp" >/dev/null
   P_HOST=$PGHOST P_PORT=$PGPORT
   SB_PORT=$(free_port 23300) SB_HTTP=$(free_port 23400)
-  as_pg "$PGBIN/pg_basebackup" -h "$P_HOST" -p "$P_PORT" -U postgres -D "$W/standby/data" -R -X stream >/dev/null 2>&1
+  as_pg "$PGBIN/pg_basebackup" -h "$P_HOST" -p "$P_PORT" -U postgres -D "$W/standby/data" -R -X stream -c fast >/dev/null 2>&1
   ok $? "a standby from pg_basebackup"
   { echo "port = $SB_PORT"; echo "unix_socket_directories = '$W/standby'"; echo "elmo_oscp.port = $SB_HTTP"; } \
     >> "$W/standby/data/postgresql.conf"
