@@ -3,8 +3,10 @@
 \ir ../helpers.sql
 SELECT plan(24);
 
-SELECT ok(test.wait_for($$EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker')$$),
-          'the worker is in pg_stat_activity');
+-- the worker restarts once to connect as its role when the extension has just been created
+SELECT ok(test.wait_for($$EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker'
+                                    AND usename = current_setting('elmo_oscp.role'))$$),
+          'the worker is in pg_stat_activity, connected as elmo_oscp.role');
 SELECT is((SELECT application_name FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker'),
           'elmo_oscp worker', 'with a clear application_name');
 SELECT is((SELECT datname::text FROM pg_stat_activity WHERE backend_type = 'elmo_oscp worker'),
