@@ -70,16 +70,7 @@ CSMS_SQL="
 
   # emergency: ask the simulator to send ELMO's emergency forecast; prints
   # the HTTP status the worker answered it with (empty: no answer in time)
-  emergency() {
-    local id deadline=$((SECONDS + 20)) st=
-    id=$(curl -s -X POST -d "{\"group_id\":\"$STATION\",\"capacity\":$1}" "$SIM/sim/emergency" | jq -r .callback_id)
-    while [ $SECONDS -lt $deadline ]; do
-      st=$(curl -s "$SIM/sim/callbacks" | jq -r --argjson id "$id" '.[] | select(.id == $id) | .status // empty')
-      [ -n "$st" ] && break
-      sleep 0.05
-    done
-    echo "$st"
-  }
+  emergency() { sim_emergency "$SIM" "$STATION" "$1"; }
 
   # ---- 0.1.0's SQL, the current library: the window before the update
   sql "CREATE EXTENSION elmo_oscp VERSION '$OLD'; $CSMS_SQL" >/dev/null

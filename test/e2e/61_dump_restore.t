@@ -25,16 +25,7 @@ DB=elmo_dr
   export PGOPTIONS='-c client_min_messages=error'     # http:// public URL: elmo_register warns
 
   # emergency KW: ELMO's emergency forecast; prints the status the worker answered
-  emergency() {
-    local id deadline=$((SECONDS + 20)) st=
-    id=$(curl -s -X POST -d "{\"group_id\":\"$STATION\",\"capacity\":$1}" "$SIM/sim/emergency" | jq -r .callback_id)
-    while [ $SECONDS -lt $deadline ]; do
-      st=$(curl -s "$SIM/sim/callbacks" | jq -r --argjson id "$id" '.[] | select(.id == $id) | .status // empty')
-      [ -n "$st" ] && break
-      sleep 0.05
-    done
-    echo "$st"
-  }
+  emergency() { sim_emergency "$SIM" "$STATION" "$1"; }
   state() { sql "SELECT md5(string_agg(concat_ws(' ', our_token, previous_token, elmo_token, state, connected), ','))
                    FROM elmo_registration"; }
   delivered() { curl -s "$SIM/sim/messages?path=update_group_measurements" |

@@ -18,3 +18,15 @@ is() {   # is GOT EXPECTED DESCRIPTION
 diag() { echo "# $*"; }
 sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 http_status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+# sim_emergency SIM_URL GROUP KW: the simulator sends ELMO's emergency forecast;
+# prints the HTTP status the worker answered it with (empty: no answer in 20 s)
+sim_emergency() {
+  local id deadline=$((SECONDS + 20)) st=
+  id=$(curl -s -X POST -d "{\"group_id\":\"$2\",\"capacity\":$3}" "$1/sim/emergency" | jq -r .callback_id)
+  while [ $SECONDS -lt $deadline ]; do
+    st=$(curl -s "$1/sim/callbacks" | jq -r --argjson id "$id" '.[] | select(.id == $id) | .status // empty')
+    [ -n "$st" ] && break
+    sleep 0.05
+  done
+  echo "$st"
+}
