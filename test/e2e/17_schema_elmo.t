@@ -39,7 +39,7 @@ ok $? "the worker found it (its log says so; /health is liveness only)"
 for s in "${SUITES[@]}"; do
   PGOPTIONS="$PGOPTIONS -c search_path=public,elmo" pg_prove -Q --ext .sql -d "$PGDATABASE" "$TOP/test/pgtap/$s.sql" >"$OUT" 2>&1
   rc=$?
-  [ $rc -ne 0 ] && sed 's/^/#   /' "$OUT" | tail -n 15
+  [ $rc -ne 0 ] && sed 's/^/#   /' "$OUT" | tail -n 15 >&2
   ok $rc "pgTAP $s, with the extension in schema elmo"
 done
 
