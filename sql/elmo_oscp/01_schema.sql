@@ -97,6 +97,12 @@ CREATE TABLE elmo_received_message (
 -- which stay in force all the same (the capacity rules read their blocks).
 CREATE INDEX elmo_received_message_unapplied
     ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed', 'discarded');
+-- The capacity rules read a group's forecasts not applied at every refresh:
+-- by group, so they never walk the entries other groups' messages left behind
+-- (dead once applied, until the next vacuum: thousands after a burst).
+CREATE INDEX elmo_received_message_in_force
+    ON elmo_received_message (group_id)
+    WHERE state IN ('received', 'apply_failed', 'discarded') AND message = 'update_group_capacity_forecast';
 -- Retention finds old raw messages by receipt time; BRIN: next to nothing per insert.
 CREATE INDEX elmo_received_message_received_at ON elmo_received_message USING brin (received_at);
 

@@ -12,6 +12,12 @@ ALTER TABLE elmo_outbox ADD COLUMN retried_at timestamptz;
 DROP INDEX elmo_received_message_unapplied;
 CREATE INDEX elmo_received_message_unapplied
     ON elmo_received_message (id) WHERE state IN ('received', 'apply_failed', 'discarded');
+-- The capacity rules read a group's forecasts not applied at every refresh:
+-- by group, so they never walk the entries other groups' messages left behind
+-- (dead once applied, until the next vacuum: thousands after a burst).
+CREATE INDEX elmo_received_message_in_force
+    ON elmo_received_message (group_id)
+    WHERE state IN ('received', 'apply_failed', 'discarded') AND message = 'update_group_capacity_forecast';
 
 CREATE TABLE capacity_in_force (
     group_id        text PRIMARY KEY,
