@@ -6,9 +6,11 @@
  * (validated and stored as it came, by _elmo_receive), then applied in its
  * own subtransaction (_elmo_apply: the forecast rows, the CSMS's triggers,
  * NOTIFY), all within one time budget, elmo_oscp.apply_timeout, for the
- * whole batch.  A failing apply rolls back only its subtransaction; an apply
- * the budget cuts short stays 'received' and is applied after the answers
- * went out.  Only after COMMIT is any request resumed, and a 204 only once
+ * whole batch.  A message is stored already marked applied, so that applying
+ * it does not write its row a second time (the largest single cost of a
+ * forecast); a failing apply rolls back only its subtransaction and puts the
+ * message back to 'received', as does an apply the budget cuts short, which
+ * is applied after the answers went out.  Only after COMMIT is any request resumed, and a 204 only once
  * the commit is as durable as the cluster promises (durability.c): so a 204
  * always means stored.  Every answer is copied into the request's own memory
  * when it is known: SPI's memory is gone after the commit.
@@ -44,6 +46,7 @@ typedef struct Batch
 	int64	   *message_id;		/* 0: nothing stored (error or duplicate) */
 	int			n;
 	bool		extension_ready;
+	bool		apply_now;		/* stored as applied, then applied (see batch_work) */
 	int			stored;
 	bool		deferred;		/* an apply was deferred or failed */
 } Batch;
@@ -58,12 +61,29 @@ static TimestampTz next_retry_at = 0;	/* 0: look now */
  */
 static TimestampTz overloaded_until = 0;
 
+/* What one apply works on: the message, and whether it was stored as applied. */
+typedef struct ApplyArg
+{
+	int64		message_id;
+	bool		stored_applied;
+} ApplyArg;
+
 static void
 apply_work(void *arg)
 {
-	Datum		id = Int64GetDatum(*(int64 *) arg);
+	ApplyArg   *a = (ApplyArg *) arg;
+	Datum		vals[2] = {Int64GetDatum(a->message_id), BoolGetDatum(a->stored_applied)};
 
-	db_run(STMT_APPLY, &id, NULL, 1);
+	db_run(STMT_APPLY, vals, NULL, 1);
+}
+
+/* A message stored as applied that is not: back to received. */
+static void
+apply_later(int64 message_id)
+{
+	Datum		id = Int64GetDatum(message_id);
+
+	db_run(STMT_APPLY_LATER, &id, NULL, 1);
 }
 
 /* The apply's error in the log, with every field it came with, and what to do. */
@@ -87,22 +107,31 @@ warn_apply_failed(int64 message_id, ErrorData *edata)
  * within [deadline].  Failures are recorded (and the CSMS told by NOTIFY in
  * _elmo_apply_failed); running out of time records nothing when
  * [record_timeout] is false: the message simply stays 'received'.
+ * [stored_applied]: the message was stored as applied by this transaction;
+ * unless the apply succeeds it goes back to 'received' first.
  */
 static ApplyResult
-apply_one(int64 message_id, TimestampTz deadline, bool record_timeout)
+apply_one(int64 message_id, TimestampTz deadline, bool record_timeout, bool stored_applied)
 {
 	long		remaining = ms_until(deadline);
 	ApplyResult result = APPLY_FAILED;
+	ApplyArg	arg = {message_id, stored_applied};
 	ErrorData  *edata;
 	bool		timed_out;
 	Datum		vals[3];
 
 	if (remaining <= 0)
+	{
+		if (stored_applied)
+			apply_later(message_id);
 		return APPLY_OUT_OF_TIME;
-	edata = db_subtransaction(apply_work, &message_id, (int) remaining, &timed_out);
+	}
+	edata = db_subtransaction(apply_work, &arg, (int) remaining, &timed_out);
 	if (edata == NULL)
 		return APPLY_OK;
 
+	if (stored_applied)
+		apply_later(message_id);
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
 	{
 		result = APPLY_OUT_OF_TIME;
@@ -170,11 +199,11 @@ refuse_unreadable_body(HttpRequest *req)
 
 /* _elmo_receive for one request: its answer set, the stored message's id returned. */
 static int64
-receive_one(HttpRequest *req)
+receive_one(HttpRequest *req, bool apply_now)
 {
 	RequestInfo *info = &req->info;
-	Datum		vals[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		vals[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int			status;
 	Datum		id;
@@ -201,6 +230,7 @@ receive_one(HttpRequest *req)
 		nulls[3] = 'n';
 	vals[4] = CStringGetTextDatum(req->body);
 	vals[5] = BoolGetDatum(info->used_current_token);
+	vals[6] = BoolGetDatum(apply_now);
 	if (db_run(STMT_RECEIVE, vals, nulls, 1) != 1)
 		elog(ERROR, "_elmo_receive returned no row");
 	status = DatumGetInt32(db_value(0, 1, &isnull));
@@ -218,6 +248,14 @@ batch_work(void *arg)
 
 	b->stored = 0;
 	b->deferred = false;
+
+	/*
+	 * Unless a slow CSMS trigger made the worker defer its applies, each
+	 * message is stored as applied and applied right after: one version of its
+	 * row, not a second one written by the apply.  What is not applied after
+	 * all goes back to 'received' within this transaction (apply_one).
+	 */
+	b->apply_now = GetCurrentTimestamp() >= overloaded_until;
 	for (int i = 0; i < b->n; i++)
 	{
 		HttpRequest *req = b->reqs[i];
@@ -227,7 +265,7 @@ batch_work(void *arg)
 			answer_health(req);
 		else if (!b->extension_ready)
 			answer_not_ready(req);
-		else if ((b->message_id[i] = receive_one(req)) != 0)
+		else if ((b->message_id[i] = receive_one(req, b->apply_now)) != 0)
 			b->stored++;
 	}
 
@@ -239,12 +277,12 @@ batch_work(void *arg)
 
 		if (b->message_id[i] == 0)
 			continue;
-		if (GetCurrentTimestamp() < overloaded_until)
+		if (!b->apply_now)
 		{
 			b->deferred = true; /* stays 'received', applied after the answers */
 			continue;
 		}
-		r = apply_one(b->message_id[i], deadline, false);
+		r = apply_one(b->message_id[i], deadline, false, true);
 		/* deferred or failed: the retry pass must look again soon */
 		if (r != APPLY_OK)
 			b->deferred = true;
@@ -372,7 +410,7 @@ retry_work(void *arg)
 	}
 	if (id != 0)
 	{
-		apply_one(id, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout), true);
+		apply_one(id, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), elmo_apply_timeout), true, false);
 		r->applied = true;
 	}
 	else

@@ -71,7 +71,7 @@ come_back(RoleSwitch *s)
 Datum
 elmo_replay_apply(PG_FUNCTION_ARGS)
 {
-	Datum		id = PG_GETARG_DATUM(0);
+	Datum		args[2] = {PG_GETARG_DATUM(0), BoolGetDatum(false)};	/* claimed, not stored applied */
 	Oid			role = get_role_oid(elmo_role, true);
 	RoleSwitch	s;
 
@@ -84,7 +84,7 @@ elmo_replay_apply(PG_FUNCTION_ARGS)
 						 ELMO_WORKER_ROLE)));
 	SPI_connect();
 	become(role, &s);
-	(void) db_run(STMT_APPLY, &id, NULL, 0);
+	(void) db_run(STMT_APPLY, args, NULL, 0);
 	come_back(&s);
 	SPI_finish();
 	PG_RETURN_VOID();

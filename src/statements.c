@@ -19,9 +19,14 @@
 
 const Statement statements[STMT_COUNT] = {
 	/* inbound */
-	[STMT_RECEIVE] = {"_elmo_receive", 6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID},
-	"SELECT status, error, message_id FROM _elmo_receive($1, $2, $3, $4, $5, $6)"},
-	[STMT_APPLY] = {"_elmo_apply", 1, {INT8OID}, "SELECT _elmo_apply($1)"},
+	/* 0.1.0 stores every message as received, and _elmo_apply claims it */
+	[STMT_RECEIVE] = {"_elmo_receive", 7, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID},
+		"SELECT status, error, message_id FROM _elmo_receive($1, $2, $3, $4, $5, $6, $7)",
+	"SELECT status, error, message_id FROM _elmo_receive($1, $2, $3, $4, $5, $6), (SELECT $7) p"},
+	[STMT_APPLY] = {"_elmo_apply", 2, {INT8OID, BOOLOID}, "SELECT _elmo_apply($1, $2)",
+	"SELECT _elmo_apply($1) FROM (SELECT $2) p"},
+	[STMT_APPLY_LATER] = {"_elmo_apply_later", 1, {INT8OID}, "SELECT _elmo_apply_later($1)",
+	"SELECT NULL FROM (SELECT $1) p"},
 	[STMT_APPLY_FAILED] = {"_elmo_apply_failed", 3, {INT8OID, TEXTOID, TEXTOID},
 	"SELECT _elmo_apply_failed($1, $2, $3)"},
 	[STMT_APPLIES_DUE] = {"_elmo_applies_due", 1, {INT4OID}, "SELECT _elmo_applies_due($1)"},

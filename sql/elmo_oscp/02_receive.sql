@@ -295,23 +295,32 @@ CREATE OR REPLACE FUNCTION _elmo_forecast_kind(day date, blocks int, first_start
 
 -- Stores a valid message as received; its id, or NULL when its X-Request-ID
 -- was stored already.  A day_ahead is an additional_reply while an adjust
--- request for its group and day is pending.
+-- request for its group and day is pending.  apply_now: the caller applies it
+-- in this same transaction (_elmo_apply(id, true)), so it is stored as
+-- applied already: one version of the row instead of two, and no entry in
+-- the indexes of unapplied messages.  Whatever the caller does not apply
+-- after all goes back to received (_elmo_apply_later) before it commits.
 CREATE OR REPLACE FUNCTION _elmo_store_received(message text, method text, request_id text,
         correlation_id text, raw_body text, body jsonb, group_id text, kind text, forecast_day date,
-        used_current_token boolean)
+        used_current_token boolean, apply_now boolean)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
-    new_id bigint;
+    new_id   bigint;
+    v_state  text := CASE WHEN apply_now THEN 'applied' ELSE 'received' END;
+    v_at     timestamptz := CASE WHEN apply_now THEN now() END;
+    v_tries  int := CASE WHEN apply_now THEN 1 ELSE 0 END;
 BEGIN
     IF kind = 'day_ahead' THEN
         -- the adjust request looked up in the INSERT, one statement less (not
         -- for the others: the join costs)
         INSERT INTO elmo_received_message AS r
                (message, method, request_id, correlation_id, raw_body, body,
-                group_id, kind, forecast_day, adjust_request_id, used_current_token)
+                group_id, kind, forecast_day, adjust_request_id, used_current_token,
+                state, applied_at, apply_attempts)
         SELECT $1, $2, $3, $4, coalesce($5, ''), $6,
-               $7, CASE WHEN a.id IS NULL THEN $8 ELSE 'additional_reply' END, $9, a.id, coalesce($10, false)
+               $7, CASE WHEN a.id IS NULL THEN $8 ELSE 'additional_reply' END, $9, a.id, coalesce($10, false),
+               v_state, v_at, v_tries
           FROM (SELECT) one
           LEFT JOIN elmo_adjust_request a ON a.group_id = $7 AND a.day = $9 AND a.state = 'pending'
         ON CONFLICT ON CONSTRAINT elmo_received_message_request_id_key DO NOTHING
@@ -319,8 +328,8 @@ BEGIN
     ELSE
         INSERT INTO elmo_received_message AS r
                (message, method, request_id, correlation_id, raw_body, body,
-                group_id, kind, forecast_day, used_current_token)
-        VALUES ($1, $2, $3, $4, coalesce($5, ''), $6, $7, $8, $9, coalesce($10, false))
+                group_id, kind, forecast_day, used_current_token, state, applied_at, apply_attempts)
+        VALUES ($1, $2, $3, $4, coalesce($5, ''), $6, $7, $8, $9, coalesce($10, false), v_state, v_at, v_tries)
         ON CONFLICT ON CONSTRAINT elmo_received_message_request_id_key DO NOTHING
         RETURNING r.id INTO new_id;
     END IF;
@@ -332,9 +341,12 @@ $fn$;
 
 -- Validates one message and stores it as received ('received'), classified.
 -- 204 + id: stored; 204 + NULL: duplicate X-Request-ID, nothing stored;
--- 400 + {"message": ..., "field": ...}: invalid, nothing stored.
+-- 400 + {"message": ..., "field": ...}: invalid, nothing stored.  apply_now:
+-- see _elmo_store_received (the worker's; last and optional, so 0.1.0's
+-- calls still work).
 CREATE OR REPLACE FUNCTION _elmo_receive(message text, method text, request_id text, correlation_id text,
-                                         raw_body text, used_current_token boolean)
+                                         raw_body text, used_current_token boolean,
+                                         apply_now boolean DEFAULT false)
     RETURNS TABLE(status int, error text, message_id bigint)
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -455,7 +467,8 @@ BEGIN
     IF $1 = 'update_group_capacity_forecast' THEN
         v_day := _elmo_local_day(v_first);
         v_kind := _elmo_forecast_kind(v_day, n, v_first, v_last, v_hourly, v_contig);
-        message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, b->>'group_id', v_kind, v_day, $6);
+        message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, b->>'group_id', v_kind, v_day, $6,
+                                           coalesce($7, false));
         -- In force from its receipt, applied or not: when the forecast can change
         -- what capacity_in_force says now or next, the worker refreshes the group's
         -- row right after this commit (_elmo_capacity_upkeep, off the answering
@@ -479,7 +492,7 @@ BEGIN
             END IF;
         END IF;
     ELSE
-        message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, NULL, NULL, NULL, $6);
+        message_id := _elmo_store_received($1, v_method, $3, $4, $5, b, NULL, NULL, NULL, $6, coalesce($7, false));
     END IF;
     status := 204;
     RETURN NEXT;

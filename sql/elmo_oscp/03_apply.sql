@@ -158,8 +158,10 @@ END
 $fn$;
 
 -- Applies one stored message.  src/inbound.c runs it in a subtransaction; it
--- raises on failure (nothing of it is kept then).
-CREATE OR REPLACE FUNCTION _elmo_apply(message_id bigint) RETURNS void
+-- raises on failure (nothing of it is kept then).  stored_applied: the
+-- message was stored by this transaction already marked applied
+-- (_elmo_receive's apply_now), so it is only read here.
+CREATE OR REPLACE FUNCTION _elmo_apply(message_id bigint, stored_applied boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     m       record;
@@ -173,20 +175,36 @@ BEGIN
     -- applied.  And see whether the registration has heard of it yet: the
     -- messages of a batch share received_at, so a forecast updates the
     -- registration row once per batch, not once per message.
-    UPDATE elmo_received_message r
-       SET state = 'applied', applied_at = now(), apply_attempts = r.apply_attempts + 1,
-           next_apply_at = NULL
-     WHERE r.id = $1 AND r.state IN ('received', 'apply_failed')
-    RETURNING r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
-              r.forecast_day, r.adjust_request_id, r.used_current_token,
-              EXISTS (SELECT FROM elmo_registration g
-                       WHERE g.id = 1 AND (g.last_heard_at IS NULL OR g.last_heard_at < r.received_at
-                                           OR r.used_current_token AND g.previous_token IS NOT NULL))
-                  AS unheard
-         INTO m;
+    IF stored_applied THEN
+        SELECT r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
+               r.forecast_day, r.adjust_request_id, r.used_current_token,
+               EXISTS (SELECT FROM elmo_registration g
+                        WHERE g.id = 1 AND (g.last_heard_at IS NULL OR g.last_heard_at < r.received_at
+                                            OR r.used_current_token AND g.previous_token IS NOT NULL))
+                   AS unheard
+          INTO m
+          FROM elmo_received_message r
+         WHERE r.id = $1 AND r.state = 'applied';
+    ELSE
+        UPDATE elmo_received_message r
+           SET state = 'applied', applied_at = now(), apply_attempts = r.apply_attempts + 1,
+               next_apply_at = NULL
+         WHERE r.id = $1 AND r.state IN ('received', 'apply_failed')
+        RETURNING r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
+                  r.forecast_day, r.adjust_request_id, r.used_current_token,
+                  EXISTS (SELECT FROM elmo_registration g
+                           WHERE g.id = 1 AND (g.last_heard_at IS NULL OR g.last_heard_at < r.received_at
+                                               OR r.used_current_token AND g.previous_token IS NOT NULL))
+                      AS unheard
+             INTO m;
+    END IF;
     IF NOT FOUND THEN
         SELECT r.state INTO v_state FROM elmo_received_message r WHERE r.id = $1;
-        IF v_state IS NULL THEN
+        IF v_state IS NOT NULL AND stored_applied THEN
+            RAISE EXCEPTION 'elmo_oscp: received message % is %, not stored as applied', $1, v_state
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Only the worker applies a message it stored as applied; _elmo_apply(id) claims any other.';
+        ELSIF v_state IS NULL THEN
             RAISE EXCEPTION 'elmo_oscp: no received message with id %', $1
                 USING ERRCODE = 'no_data_found',
                       HINT = 'elmo_unapplied lists the messages waiting to be applied.';
@@ -241,6 +259,15 @@ BEGIN
     END IF;
 END
 $fn$;
+
+-- A message _elmo_receive stored as applied (apply_now) that was not applied
+-- after all (its apply failed, or the batch's time ran out): back to what
+-- storing it as received would have made, in the same transaction.
+CREATE OR REPLACE FUNCTION _elmo_apply_later(message_id bigint) RETURNS void
+    LANGUAGE sql VOLATILE AS $$
+    UPDATE elmo_received_message m
+       SET state = 'received', applied_at = NULL, apply_attempts = 0
+     WHERE m.id = $1 AND m.state = 'applied' $$;
 
 -- Records a failed apply (its subtransaction was rolled back): backoff 2, 4, 8,
 -- ... seconds, never more than a minute; NOTIFY elmo_apply_failed, and the

@@ -150,3 +150,11 @@ UPDATE elmo_received_message m
                        ELSE jsonb_set(m.body, '{token}', '"***"')::text END
  WHERE m.message = 'register' AND m.state = 'applied'
    AND jsonb_typeof(m.body->'token') = 'string' AND m.body->>'token' <> '***';
+
+-- ---------------------------------------------------------------- functions
+
+-- The worker's calls gained a last, optional argument (apply_now,
+-- stored_applied); 0.1.0's forms would stay beside them, and make calls
+-- with the old arguments ambiguous.
+DROP FUNCTION _elmo_receive(text, text, text, text, text, boolean);
+DROP FUNCTION _elmo_apply(bigint);

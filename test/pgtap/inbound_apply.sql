@@ -15,7 +15,7 @@ CREATE FUNCTION pg_temp.keep_row(k text, m elmo_received_message) RETURNS bigint
 CREATE FUNCTION pg_temp.id(k text) RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT id FROM kept WHERE kept.k = $1 $$;
 CREATE FUNCTION pg_temp.msg(k text) RETURNS elmo_received_message LANGUAGE sql STABLE AS $$ SELECT m FROM kept WHERE kept.k = $1 $$;
 
-SELECT plan(47);
+SELECT plan(54);
 
 -- one registration, as elmo_register leaves it
 DELETE FROM elmo_registration;
@@ -226,6 +226,33 @@ SELECT pg_temp.keep_row('r4', pg_temp.stored('register', pg_temp.body('register'
 SELECT throws_ok(format('SELECT _elmo_apply(%s)', (pg_temp.msg('r4')).id), '55000',
                  'elmo_oscp: ELMO sent register but there is no registration',
                  'a register without a registration raises a clear error');
+
+-- ---------------------------------------------------------------- stored as applied
+
+-- The worker's path: _elmo_receive(..., apply_now) stores the message already
+-- applied and _elmo_apply(id, true) only reads it (one version of the row);
+-- _elmo_apply_later puts back what the worker did not apply after all.
+SELECT pg_temp.keep('now1', (SELECT message_id FROM _elmo_receive('update_group_capacity_forecast', 'POST',
+        'PGTAP-NOW-1', NULL, pg_temp.body('emergency_tpe'), true, true)));
+SELECT results_eq(format('SELECT state, apply_attempts, applied_at IS NOT NULL FROM elmo_received_message WHERE id = %s', pg_temp.id('now1')),
+                  $$VALUES ('applied', 1, true)$$, 'apply_now: stored as applied, one attempt');
+CREATE TEMP TABLE now1_ctid AS SELECT ctid AS t FROM elmo_received_message WHERE id = pg_temp.id('now1');
+SELECT _elmo_apply(pg_temp.id('now1'), true);
+SELECT is((SELECT count(*) FROM capacity_forecast WHERE message_id = pg_temp.id('now1')), 1::bigint,
+          '_elmo_apply(id, true) applies it');
+SELECT is((SELECT ctid FROM elmo_received_message WHERE id = pg_temp.id('now1')), (SELECT t FROM now1_ctid),
+          '... without writing the row again');
+SELECT pg_temp.keep('now2', (SELECT message_id FROM _elmo_receive('update_group_capacity_forecast', 'POST',
+        'PGTAP-NOW-2', NULL, pg_temp.body('emergency_tpe'), true)));
+SELECT throws_ok(format('SELECT _elmo_apply(%s, true)', pg_temp.id('now2')), '55000', format('elmo_oscp: received message %s is received, not stored as applied', pg_temp.id('now2')),
+                 '_elmo_apply(id, true) refuses a message stored as received');
+SELECT pg_temp.keep('now3', (SELECT message_id FROM _elmo_receive('update_group_capacity_forecast', 'POST',
+        'PGTAP-NOW-3', NULL, pg_temp.body('emergency_tpe'), true, true)));
+SELECT _elmo_apply_later(pg_temp.id('now3'));
+SELECT results_eq(format('SELECT state, apply_attempts, applied_at FROM elmo_received_message WHERE id = %s', pg_temp.id('now3')),
+                  $$VALUES ('received', 0, NULL::timestamptz)$$, '_elmo_apply_later: back to received, as if stored so');
+SELECT ok(pg_temp.id('now3') IN (SELECT id FROM elmo_unapplied), '... and waiting in elmo_unapplied');
+SELECT lives_ok(format('SELECT _elmo_apply(%s)', pg_temp.id('now3')), '... applied later like any other');
 
 -- ---------------------------------------------------------------- retention
 
