@@ -171,11 +171,18 @@ BEGIN
     -- a CSMS's deferred constraint triggers fire inside this subtransaction
     SET CONSTRAINTS ALL IMMEDIATE;
 
-    -- Claim it first: a concurrent elmo_replay waits here, then finds it
-    -- applied.  And see whether the registration has heard of it yet: the
-    -- messages of a batch share received_at, so a forecast updates the
-    -- registration row once per batch, not once per message.
-    IF stored_applied THEN
+    -- Claim it first (unless the worker stored it applied already): a
+    -- concurrent elmo_replay waits here, then finds it applied.
+    IF NOT stored_applied THEN
+        UPDATE elmo_received_message r
+           SET state = 'applied', applied_at = now(), apply_attempts = r.apply_attempts + 1,
+               next_apply_at = NULL
+         WHERE r.id = $1 AND r.state IN ('received', 'apply_failed');
+    END IF;
+    -- And see whether the registration has heard of it yet: the messages of
+    -- a batch share received_at, so a forecast updates the registration row
+    -- once per batch, not once per message.
+    IF stored_applied OR FOUND THEN
         SELECT r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
                r.forecast_day, r.adjust_request_id, r.used_current_token,
                EXISTS (SELECT FROM elmo_registration g
@@ -185,29 +192,17 @@ BEGIN
           INTO m
           FROM elmo_received_message r
          WHERE r.id = $1 AND r.state = 'applied';
-    ELSE
-        UPDATE elmo_received_message r
-           SET state = 'applied', applied_at = now(), apply_attempts = r.apply_attempts + 1,
-               next_apply_at = NULL
-         WHERE r.id = $1 AND r.state IN ('received', 'apply_failed')
-        RETURNING r.message, r.method, r.request_id, r.body, r.received_at, r.group_id, r.kind,
-                  r.forecast_day, r.adjust_request_id, r.used_current_token,
-                  EXISTS (SELECT FROM elmo_registration g
-                           WHERE g.id = 1 AND (g.last_heard_at IS NULL OR g.last_heard_at < r.received_at
-                                               OR r.used_current_token AND g.previous_token IS NOT NULL))
-                      AS unheard
-             INTO m;
     END IF;
-    IF NOT FOUND THEN
+    IF NOT FOUND THEN                           -- the UPDATE's, or the SELECT's
         SELECT r.state INTO v_state FROM elmo_received_message r WHERE r.id = $1;
-        IF v_state IS NOT NULL AND stored_applied THEN
-            RAISE EXCEPTION 'elmo_oscp: received message % is %, not stored as applied', $1, v_state
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'Only the worker applies a message it stored as applied; _elmo_apply(id) claims any other.';
-        ELSIF v_state IS NULL THEN
+        IF v_state IS NULL THEN
             RAISE EXCEPTION 'elmo_oscp: no received message with id %', $1
                 USING ERRCODE = 'no_data_found',
                       HINT = 'elmo_unapplied lists the messages waiting to be applied.';
+        ELSIF stored_applied THEN
+            RAISE EXCEPTION 'elmo_oscp: received message % is %, not stored as applied', $1, v_state
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Only the worker applies a message it stored as applied; _elmo_apply(id) claims any other.';
         END IF;
         RAISE EXCEPTION 'elmo_oscp: received message % is already %', $1, v_state
             USING ERRCODE = 'object_not_in_prerequisite_state',
