@@ -10,10 +10,11 @@
  * it does not write its row a second time (the largest single cost of a
  * forecast); a failing apply rolls back only its subtransaction and puts the
  * message back to 'received', as does an apply the budget cuts short, which
- * is applied after the answers went out.  Only after COMMIT is any request resumed, and a 204 only once
- * the commit is as durable as the cluster promises (durability.c): so a 204
- * always means stored.  Every answer is copied into the request's own memory
- * when it is known: SPI's memory is gone after the commit.
+ * is applied after the answers went out.  Only after COMMIT is any request
+ * resumed, and a 204 only once the commit is as durable as the cluster
+ * promises (durability.c): so a 204 always means stored.  Every answer is
+ * copied into the request's own memory when it is known: SPI's memory is
+ * gone after the commit.
  */
 #include "postgres.h"
 
