@@ -345,10 +345,8 @@ BEGIN
             UNION
             SELECT d.group_id FROM _elmo_capacity_dirty d
             ORDER BY 1;
-    ELSE
+    ELSE                                        -- every row, so those due too
         OPEN groups FOR
-            SELECT c.group_id FROM capacity_in_force c WHERE c.until <= now()
-            UNION
             SELECT d.group_id FROM _elmo_capacity_dirty d
             UNION
             SELECT c.group_id FROM capacity_in_force c
